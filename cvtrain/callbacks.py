@@ -1,0 +1,116 @@
+"""Keras callbacks: rich progress, atomic best-checkpointing, prediction images."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cvtrain.artifacts import atomic_path
+from cvtrain.console import console
+from cvtrain.plots import segmentation_panel
+
+log = logging.getLogger(__name__)
+
+
+def format_logs(logs: dict | None) -> str:
+    return "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+
+
+class RichProgress(keras.callbacks.Callback):
+    """A bar per epoch with live loss/metrics and ETA, replacing Keras's own output.
+
+    Off a terminal (CI, pipes) only the per-epoch log line is written.
+    """
+
+    def __init__(self, epochs: int, steps: int):
+        super().__init__()
+        self.epochs, self.steps = epochs, steps
+        self.progress: Progress | None = None
+        self.seen = 0
+
+    def on_train_begin(self, logs=None):
+        if not console.is_terminal:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=console,
+        )
+        self.progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.progress:
+            self.task = self.progress.add_task(
+                "train", total=self.steps, epoch=epoch + 1, epochs=self.epochs, metrics=""
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen = batch + 1
+        if self.progress:
+            self.progress.update(self.task, completed=self.seen, metrics=format_logs(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress:  # the real step count differs from the estimate if files were dropped
+            self.progress.update(
+                self.task, total=self.seen, completed=self.seen, metrics=format_logs(logs)
+            )
+        log.info("epoch %d/%d: %s", epoch + 1, self.epochs, format_logs(logs))
+
+    def on_train_end(self, logs=None):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever `monitor` improves, via temp file + rename (never truncated)."""
+
+    def __init__(self, path: Path, monitor: str = "val_loss", best: float = math.inf):
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        self.best, self.best_epoch = best, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value) or value >= self.best:
+            return
+        self.best, self.best_epoch = float(value), epoch + 1
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
+
+
+class PredictionImages(keras.callbacks.Callback):
+    """Log input | truth | prediction for a few fixed validation images to TensorBoard."""
+
+    def __init__(self, images: np.ndarray, truths: np.ndarray, log_dir: Path):
+        super().__init__()
+        self.images, self.truths = images, truths
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = self.model.predict(self.images, verbose=0)
+        panels = np.stack(
+            [segmentation_panel(i, t, p) for i, t, p in zip(self.images, self.truths, probs)]
+        )
+        with self.writer.as_default():
+            tf.summary.image("predictions", panels, step=epoch, max_outputs=len(panels))
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()

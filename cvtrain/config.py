@@ -1,0 +1,196 @@
+"""The typed schema every run is validated against, before TensorFlow is imported.
+
+Hydra composes plain YAML; `validate` merges the result into these dataclasses so that unknown
+keys, wrong types and out-of-range values fail fast with one readable line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cvtrain.errors import ConfigError
+
+TASKS = ("segmentation", "classification")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+CACHES = ("none", "memory", "disk")
+MODES = ("train",)  # cli.MODES maps each to its function
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={message}")
+
+
+def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "segmentation"
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "task.name", TASKS)
+
+
+@dataclass
+class AugmentConfig:
+    """Random transforms applied to the training split in tf.data (never inside the model)."""
+
+    flip: bool = False
+    rotation: float = 0.0
+    zoom: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(
+            0 <= self.rotation <= 1, "data.augment.rotation", f"{self.rotation} must be in [0, 1]"
+        )
+        _check(0 <= self.zoom < 1, "data.augment.zoom", f"{self.zoom} must be in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    source: str = "oxford_pets"
+    root: str | None = None
+    download: bool = False
+    image_size: list[int] = field(default_factory=lambda: [200, 200])
+    batch_size: int = 64
+    val_samples: int | None = 1000
+    val_fraction: float | None = None
+    split_seed: int = 1337
+    limit: int | None = None
+    num_samples: int | None = None
+    cache: str = "none"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            len(self.image_size) == 2 and min(self.image_size) >= 8,
+            "data.image_size",
+            f"{list(self.image_size)} must be [height, width] with both >= 8",
+        )
+        _check(self.batch_size >= 1, "data.batch_size", f"{self.batch_size} must be >= 1")
+        if self.val_samples is not None:
+            _check(self.val_samples >= 1, "data.val_samples", f"{self.val_samples} must be >= 1")
+        if self.val_fraction is not None:
+            _check(
+                0 < self.val_fraction < 1,
+                "data.val_fraction",
+                f"{self.val_fraction} must be between 0 and 1",
+            )
+        _check(
+            (self.val_samples is None) != (self.val_fraction is None),
+            "data.val_samples",
+            "set exactly one of data.val_samples and data.val_fraction (the other to null)",
+        )
+        if self.limit is not None:
+            _check(self.limit >= 2, "data.limit", f"{self.limit} must be >= 2")
+        if self.num_samples is not None:
+            _check(self.num_samples >= 2, "data.num_samples", f"{self.num_samples} must be >= 2")
+        _choice(self.cache, "data.cache", CACHES)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "seg_convnet"
+    filters: list[int] = field(default_factory=lambda: [64, 128, 256])
+    width: float = 1.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(len(self.filters) >= 1, "model.filters", "needs at least one stage")
+        _check(min(self.filters) >= 1, "model.filters", f"{list(self.filters)} must be >= 1")
+        _check(self.width > 0, "model.width", f"{self.width} must be > 0")
+        _check(0 <= self.dropout < 1, "model.dropout", f"{self.dropout} must be in [0, 1)")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "rmsprop"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "optimizer.name", OPTIMIZERS)
+        _choice(self.schedule, "optimizer.schedule", SCHEDULES)
+        _check(self.lr > 0, "optimizer.lr", f"{self.lr} must be > 0")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    patience: int = 10
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 50
+    precision: str = "auto"
+    seed: int = 42
+    deterministic: bool = False
+    jit_compile: str = "auto"
+    steps_per_epoch: int | None = None
+    prediction_images: int = 4
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "trainer.epochs", f"{self.epochs} must be >= 1")
+        _choice(self.precision, "trainer.precision", PRECISIONS)
+        self.jit_compile = str(self.jit_compile).lower()
+        _choice(self.jit_compile, "trainer.jit_compile", ("auto", "true", "false"))
+        if self.steps_per_epoch is not None:
+            _check(
+                self.steps_per_epoch >= 1,
+                "trainer.steps_per_epoch",
+                f"{self.steps_per_epoch} must be >= 1",
+            )
+        _check(self.prediction_images >= 0, "trainer.prediction_images", "must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    mode: str = "train"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        _choice(self.mode, "mode", MODES)
+
+
+def validate(cfg: DictConfig | dict[str, Any]) -> RunConfig:
+    """Merge a composed config into the schema; raise ConfigError with one readable line."""
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        # Plain containers first: a key added with `+` must not slip past the schema.
+        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        merged = OmegaConf.merge(schema, plain)
+        return OmegaConf.to_object(merged)  # runs every __post_init__
+    except OmegaConfBaseException as exc:
+        raise ConfigError(describe_omegaconf_error(exc)) from None
+
+
+def describe_omegaconf_error(exc: OmegaConfBaseException) -> str:
+    """OmegaConf messages span several lines (full_key, object_type...); keep the useful one."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    key = getattr(exc, "full_key", None)
+    if "not in" in first and key:
+        return f"unknown key '{key}' ({first}); check the spelling or see `cvtrain --cfg job`"
+    if key:
+        return f"{key}: {first}"
+    return first
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """Plain containers for JSON artefacts and hparams."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]

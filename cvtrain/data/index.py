@@ -1,0 +1,122 @@
+"""The file index: which files make up a dataset, and the seeded train/validation split.
+
+Everything here is pure Python so that bad data and bad split settings are reported before
+TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cvtrain.errors import ConfigError
+
+SEGMENTATION = "segmentation"
+CLASSIFICATION = "classification"
+
+# Leading bytes of the formats tf.io.decode_image reads, whatever the file extension says.
+_SIGNATURES = {
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"GIF87a": "gif",
+    b"GIF89a": "gif",
+    b"BM": "bmp",
+}
+
+
+def sniff_image(path: str | Path) -> str | None:
+    """The real format of an image file from its first bytes, or None if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    for magic, kind in _SIGNATURES.items():
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+@dataclass(frozen=True)
+class FileIndex:
+    """Image paths and their targets: mask paths (segmentation) or integer labels."""
+
+    task: str
+    images: tuple[str, ...]
+    targets: tuple
+    class_names: tuple[str, ...]
+    root: str = ""
+    mask_offset: int = 0  # subtracted from mask pixel values to get class ids
+
+    def __post_init__(self) -> None:
+        assert len(self.images) == len(self.targets), "one target per image"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def take(self, order: Sequence[int]) -> FileIndex:
+        return replace(
+            self,
+            images=tuple(self.images[i] for i in order),
+            targets=tuple(self.targets[i] for i in order),
+        )
+
+    def fingerprint(self) -> str:
+        """Stable hash of the file list and targets (relative to root): same data, same hash."""
+        h = hashlib.sha256()
+        for image, target in zip(self.images, self.targets):
+            h.update(_relative(image, self.root).encode())
+            h.update(b"\0")
+            h.update(_relative(str(target), self.root).encode())
+            h.update(b"\n")
+        return h.hexdigest()[:16]
+
+
+def _relative(path: str, root: str) -> str:
+    return path[len(root) :].lstrip("/") if root and path.startswith(root) else path
+
+
+@dataclass(frozen=True)
+class Split:
+    train: FileIndex
+    val: FileIndex
+
+
+def split_index(
+    index: FileIndex,
+    *,
+    val_samples: int | None = None,
+    val_fraction: float | None = None,
+    seed: int = 1337,
+    limit: int | None = None,
+) -> Split:
+    """The chapter's split: shuffle with a fixed seed, the last `val_samples` are validation.
+
+    `limit` keeps the first N samples of the shuffled order, so a quick run still sees every
+    class rather than the alphabetically first ones.
+    """
+    order = list(range(len(index)))
+    random.Random(seed).shuffle(order)
+    if limit is not None:
+        order = order[:limit]
+    n = len(order)
+    if val_fraction is not None:
+        n_val = max(1, round(n * val_fraction))
+        key = f"data.val_fraction={val_fraction}"
+    else:
+        assert val_samples is not None
+        n_val = val_samples
+        key = f"data.val_samples={val_samples}"
+    if n_val >= n:
+        raise ConfigError(
+            f"{key} leaves no training data: the dataset has {n} samples"
+            f"{' after data.limit' if limit is not None else ''}; use a smaller value"
+        )
+    return Split(train=index.take(order[: n - n_val]), val=index.take(order[n - n_val :]))

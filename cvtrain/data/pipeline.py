@@ -1,0 +1,79 @@
+"""The tf.data input pipeline: stream files, decode, resize, batch, prefetch.
+
+Images stay uint8 until batching (4x less memory in caches and buffers); the model rescales.
+Nothing holds the whole dataset in memory unless `data.cache=memory` asks for it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import tensorflow as tf
+
+from cvtrain.config import DataConfig
+from cvtrain.data.index import SEGMENTATION, FileIndex
+
+AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE_BUFFER_DECODED = 1024  # cap for shuffling decoded images after a cache
+
+
+def decode_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Any JPEG/PNG/GIF/BMP whatever its extension says, as HxWx3 uint8 at `size`."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(image, size, method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def decode_mask(path: tf.Tensor, size: tuple[int, int], offset: int) -> tf.Tensor:
+    """A label image as HxWx1 class ids (nearest-neighbour resize keeps labels exact)."""
+    mask = tf.io.decode_png(tf.io.read_file(path), channels=1)
+    mask = tf.image.resize(mask, size, method="nearest")
+    return tf.cast(mask, tf.int32) - offset
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    return max(1, math.ceil(num_samples / batch_size))
+
+
+def build_dataset(
+    index: FileIndex,
+    cfg: DataConfig,
+    *,
+    training: bool,
+    seed: int,
+    cache_dir: Path | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float32 images 0..255, targets) for `index`.
+
+    Unreadable files that slipped past the index are dropped (`ignore_errors`) instead of
+    failing the epoch.
+    """
+    size = tuple(cfg.image_size)
+    targets = list(index.targets)
+    ds = tf.data.Dataset.from_tensor_slices((list(index.images), targets))
+    if training and cfg.cache == "none":
+        ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
+
+    if index.task == SEGMENTATION:
+
+        def load(path, target):
+            return decode_image(path, size), decode_mask(target, size, index.mask_offset)
+    else:
+
+        def load(path, target):
+            return decode_image(path, size), target
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+    if cfg.cache == "memory":
+        ds = ds.cache()
+    elif cfg.cache == "disk":
+        assert cache_dir is not None, "disk cache needs a directory"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ds = ds.cache(str(cache_dir / ("train" if training else "val")))
+    if training and cfg.cache != "none":
+        ds = ds.shuffle(min(len(index), SHUFFLE_BUFFER_DECODED), seed=seed)
+    ds = ds.batch(cfg.batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

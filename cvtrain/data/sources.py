@@ -1,0 +1,50 @@
+"""Data sources by name (`data.source`): each turns a DataConfig into a verified FileIndex."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import import_module
+
+from cvtrain.config import DataConfig
+from cvtrain.data.index import FileIndex, Split, sniff_image, split_index
+from cvtrain.errors import ConfigError, DataError
+
+# name -> "module:function"; imported on use so that one source's dependencies never slow another.
+SOURCES: dict[str, str] = {
+    "oxford_pets": "cvtrain.data.oxford_pets:load_index",
+    "synthetic_pets": "cvtrain.data.synthetic_pets:load_index",
+}
+
+
+def _loader(source: str) -> Callable[[DataConfig], FileIndex]:
+    if source not in SOURCES:
+        raise ConfigError(f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}")
+    module, func = SOURCES[source].split(":")
+    return getattr(import_module(module), func)
+
+
+def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
+    """The source's index with files that are not images dropped; returns (index, dropped)."""
+    index = _loader(cfg.source)(cfg)
+    if index.task != task:
+        raise ConfigError(
+            f"data={cfg.source} is a {index.task} dataset but task={task}; "
+            f"pick a {task} data source (see `cvtrain --help`)"
+        )
+    readable = [sniff_image(path) is not None for path in index.images]
+    if not any(readable):
+        raise DataError(f"none of the {len(index)} files in {index.root} is a readable image")
+    dropped = [path for path, ok in zip(index.images, readable) if not ok]
+    return index.take([i for i, ok in enumerate(readable) if ok]), dropped
+
+
+def load_split(cfg: DataConfig, task: str) -> tuple[Split, list[str]]:
+    index, dropped = load_index(cfg, task)
+    split = split_index(
+        index,
+        val_samples=cfg.val_samples,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.split_seed,
+        limit=cfg.limit,
+    )
+    return split, dropped

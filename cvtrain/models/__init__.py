@@ -1,0 +1,33 @@
+"""Model registry: `model.name` -> builder(cfg, input_shape, num_classes) -> keras.Model.
+
+Builders are imported on use, so naming a model never imports another model's code.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from cvtrain.config import ModelConfig
+from cvtrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    import keras
+
+MODELS: dict[str, str] = {
+    "seg_convnet": "cvtrain.models.seg_convnet:build",
+}
+
+
+def build_model(
+    cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int
+) -> keras.Model:
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}")
+    module, func = MODELS[cfg.name].split(":")
+    return getattr(import_module(module), func)(cfg, input_shape, num_classes)
+
+
+def scaled(filters: list[int], width: float) -> list[int]:
+    """Filter counts times the width multiplier (quick runs use width < 1)."""
+    return [max(1, round(f * width)) for f in filters]

@@ -1,0 +1,72 @@
+"""Pictures a person would rather look at than read: curves and prediction panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cvtrain.artifacts import write_atomic  # noqa: E402
+
+# pet, background, border (and more for other datasets), as RGB
+PALETTE = np.array(
+    [[230, 159, 0], [40, 40, 60], [240, 240, 240], [86, 180, 233], [0, 158, 115], [204, 121, 167]],
+    np.uint8,
+)
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """Class-id mask (HxW or HxWx1) -> HxWx3 uint8 image."""
+    ids = np.asarray(mask).squeeze().astype(np.int64)
+    return PALETTE[np.clip(ids, 0, None) % len(PALETTE)]
+
+
+def segmentation_panel(image: np.ndarray, truth: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """One row: input | true mask | predicted mask, as a single uint8 image."""
+    pred = np.argmax(probs, axis=-1)
+    return np.concatenate(
+        [np.clip(image, 0, 255).astype(np.uint8), colorize(truth), colorize(pred)], axis=1
+    )
+
+
+def save_curves(history: dict[str, list[float]], path: Path) -> None:
+    """Loss and each metric per epoch, train vs validation, one panel each."""
+    names = [k for k in history if not k.startswith("val_") and k not in ("epoch", "learning_rate")]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], "o-", label="train")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], "s-", label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_segmentation_predictions(
+    images: np.ndarray, truths: np.ndarray, probs: np.ndarray, path: Path
+) -> None:
+    """The chapter's figure: input, true mask and predicted mask for a few validation images."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    for row, (image, truth, prob) in enumerate(zip(images, truths, probs)):
+        panels = (image.astype(np.uint8), colorize(truth), colorize(np.argmax(prob, axis=-1)))
+        for ax, panel, title in zip(axes[row], panels, ("input", "true mask", "predicted mask")):
+            ax.imshow(panel)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)

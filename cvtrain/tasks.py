@@ -1,0 +1,19 @@
+"""What a task means for training: its loss and the metrics it reports."""
+
+from __future__ import annotations
+
+import keras
+
+from cvtrain.data.index import SEGMENTATION
+
+# The metric a task's summary table leads with, after val_loss.
+MAIN_METRICS = {SEGMENTATION: ("pixel_accuracy", "mean_iou")}
+
+
+def loss_and_metrics(task: str, num_classes: int) -> tuple[str, list[keras.metrics.Metric]]:
+    if task == SEGMENTATION:
+        return "sparse_categorical_crossentropy", [
+            keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+            keras.metrics.MeanIoU(num_classes=num_classes, sparse_y_pred=False, name="mean_iou"),
+        ]
+    raise NotImplementedError(f"task {task!r} has no loss defined")
