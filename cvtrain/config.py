@@ -19,7 +19,10 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 CACHES = ("none", "memory", "disk")
-MODES = ("train",)  # cli.MODES maps each to its function
+MODES = ("train", "evaluate", "predict", "export")  # cli.MODES maps each to its function
+RUN_MODES = ("evaluate", "predict", "export")  # modes that load finished runs (`run=`)
+EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+EVAL_SPLITS = ("val", "train", "all")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -102,6 +105,9 @@ class ModelConfig:
     filters: list[int] = field(default_factory=lambda: [64, 128, 256])
     width: float = 1.0
     dropout: float = 0.0
+    backbone: str = "xception"  # keras.applications name, for backbone models
+    weights: str = "none"  # none | imagenet | path to a local weights file
+    freeze_backbone: bool = False
 
     def __post_init__(self) -> None:
         _check(len(self.filters) >= 1, "model.filters", "needs at least one stage")
@@ -156,6 +162,44 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """mode=evaluate: the split to measure and a class whose true pixels are not scored."""
+
+    split: str = "val"
+    ignore_class: str | None = None  # class name or id, e.g. border
+
+    def __post_init__(self) -> None:
+        _choice(self.split, "eval.split", EVAL_SPLITS)
+
+
+@dataclass
+class PredictConfig:
+    """mode=predict: mask value = class id + mask_offset (1 = Oxford trimap values 1/2/3)."""
+
+    mask_offset: int = 1
+    overlay_alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.mask_offset >= 0, "predict.mask_offset", f"{self.mask_offset} must be >= 0")
+        _check(
+            0 <= self.overlay_alpha <= 1,
+            "predict.overlay_alpha",
+            f"{self.overlay_alpha} must be in [0, 1]",
+        )
+
+
+def _run_dirs(run: Any, mode: str) -> list[str]:
+    """`run=dir` or `run=[dir1,dir2]` (an ensemble) as a list of paths."""
+    runs = [] if run is None else [run] if isinstance(run, str) else list(run)
+    _check(all(isinstance(r, str) and r for r in runs), "run", f"{run!r} must be run dirs")
+    if mode in RUN_MODES:
+        _check(bool(runs), "run", f"null: mode={mode} needs run=<run dir> (a training output dir)")
+    if mode == "export":
+        _check(len(runs) == 1, "run", f"{runs}: mode=export takes one run, not an ensemble")
+    return runs
+
+
+@dataclass
 class RunConfig:
     mode: str = "train"
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -163,9 +207,19 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: Any = None  # evaluate/predict/export: a run dir, or a list of them (an ensemble)
+    input: str | None = None  # predict: an image file, a folder or a glob
+    output: str | None = None  # evaluate/predict/export: where to write (default: in the run)
+    format: str = "saved_model"  # export
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
     def __post_init__(self) -> None:
         _choice(self.mode, "mode", MODES)
+        _choice(self.format, "format", EXPORT_FORMATS)
+        self.run = _run_dirs(self.run, self.mode)
+        if self.mode == "predict":
+            _check(bool(self.input), "input", "null: mode=predict needs input=<image|folder|glob>")
 
 
 def validate(cfg: DictConfig | dict[str, Any]) -> RunConfig:

@@ -64,7 +64,9 @@ def tiny_segmentation(root: Path, *extra: str) -> list[str]:
     ]
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run `cvtrain` as a user would, in a subprocess."""
     return subprocess.run(
         [*CVTRAIN, *args],

@@ -1,0 +1,109 @@
+"""`cvtrain` as a user runs it: errors, help, and one end-to-end training run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import run_cli, tiny_segmentation
+
+# Runs cvtrain's entry point and then reports whether TensorFlow got imported.
+PROBE = """
+import sys
+sys.argv = ["cvtrain", *sys.argv[1:]]
+from cvtrain.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("TF_IMPORTED" if "tensorflow" in sys.modules else "TF_NOT_IMPORTED")
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("data.val_samples=-5", "data.val_samples=-5 must be >= 1"),
+        ("trainer.epochs=abc", "trainer.epochs"),
+        ("model=nope", "unknown model 'nope'; choose one of:"),
+        ("trainer.epochz=3", "unknown key 'trainer.epochz'"),
+    ],
+)
+def test_bad_override_fails_with_one_line_before_tensorflow(override, fragment, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, override, f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("cvtrain: error: ") and fragment in lines[0]
+    assert "TF_NOT_IMPORTED" in proc.stdout
+    assert not (tmp_path / "run").exists(), "a failed validation leaves no run dir behind"
+
+
+def test_model_error_lists_the_valid_options():
+    proc = run_cli("model=nope")
+    assert "seg_convnet" in proc.stderr
+
+
+def test_help_and_cfg_job():
+    help_ = run_cli("--help")
+    assert help_.returncode == 0
+    assert "cvtrain" in help_.stdout and "model: " in help_.stdout
+    job = run_cli("task=segmentation", "optimizer.lr=0.0003", "--cfg", "job")
+    assert job.returncode == 0
+    assert "lr: 0.0003" in job.stdout and "name: seg_convnet" in job.stdout
+
+
+def test_missing_oxford_data_says_how_to_get_it(tmp_path):
+    proc = run_cli("task=segmentation", f"data.root={tmp_path / 'nowhere'}")
+    assert proc.returncode == 2
+    assert "data.download=true" in proc.stderr and "data=synthetic_pets" in proc.stderr
+
+
+@pytest.mark.slow
+def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
+    import keras
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    proc = run_cli(*tiny_segmentation(pets_root), f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Training finished" in proc.stdout and "tensorboard --logdir" in proc.stdout
+
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        assert (run / ".hydra" / name).is_file()
+    for name in ("history.csv", "metrics.json", "manifest.json", "curves.png", "predictions.png"):
+        assert (run / name).stat().st_size > 0, name
+    with open(run / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["seed"] == 42 and manifest["dataset"]["samples"] == 40
+
+    model = keras.models.load_model(run / "checkpoints" / "best.keras")
+    masks = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    assert masks.shape == (2, 32, 32, 3)
+    np.testing.assert_allclose(masks.sum(-1), 1.0, rtol=1e-4)
+
+    tags = {}
+    for split in ("train", "validation"):
+        acc = EventAccumulator(str(run / "tensorboard" / split), size_guidance={"tensors": 0})
+        acc.Reload()
+        tags[split] = set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+        assert "epoch_loss" in tags[split]
+    assert "epoch_learning_rate" in tags["train"]
+    assert "predictions" in tags["validation"]

@@ -1,0 +1,30 @@
+"""The chapter's segmentation model."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_config
+
+from cvtrain.errors import ConfigError
+from cvtrain.models import build_model
+
+
+def test_seg_convnet_matches_the_books_parameter_count():
+    model = build_model(make_config().model, (200, 200, 3), 3)
+    assert model.count_params() == 2_880_643
+    assert model.output_shape == (None, 200, 200, 3)
+    assert model.layers[-1].dtype_policy.name == "float32"
+
+
+def test_seg_convnet_width_and_stages_are_configurable():
+    cfg = make_config("model.width=0.5", "model.filters=[16,32]").model
+    model = build_model(cfg, (36, 48, 3), 5)
+    assert model.output_shape == (None, 36, 48, 5)
+    assert model.count_params() < 100_000
+
+
+def test_seg_convnet_refuses_sizes_it_cannot_reconstruct():
+    with pytest.raises(
+        ConfigError, match=r"divisible by 8, got \[180, 180\]; use data.image_size=\[176,176\]"
+    ):
+        build_model(make_config().model, (180, 180, 3), 3)
