@@ -103,7 +103,7 @@ def test_pipeline_batches_images_and_class_ids(pets_root):
     assert images.shape == (8, 24, 40, 3) and images.dtype.name == "float32"
     assert masks.shape == (8, 24, 40, 1)
     assert set(np.unique(masks.numpy())) <= {0, 1, 2}
-    assert 0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 255
+    assert float(images.numpy().min()) >= 0 and float(images.numpy().max()) <= 255
 
 
 def test_a_truncated_image_is_dropped_without_failing_the_epoch(pets_root, tmp_path):
