@@ -17,11 +17,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cvtrain experiment=demo_segmentation
 
+demo-classification: $(STAMP)
+	$(BIN)/cvtrain experiment=demo_classification
+
 test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check cvtrain tests benchmarks
+
+# Benchmarks (a few minutes on 2 cores): results in benchmarks/results/*.json and RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/options.py
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir outputs

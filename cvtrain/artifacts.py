@@ -16,7 +16,9 @@ METRICS = "metrics.json"
 MANIFEST = "manifest.json"
 CURVES = "curves.png"
 PREDICTIONS = "predictions.png"
+CONFUSION_MATRIX = "confusion_matrix.png"  # classification: validation set, final model
 TENSORBOARD = "tensorboard"
+FAILURE = "failure.json"  # a sweep job that failed: the error (cvtrain.sweep)
 
 
 @contextmanager

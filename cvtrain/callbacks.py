@@ -20,7 +20,9 @@ from rich.progress import (
 
 from cvtrain.artifacts import atomic_path
 from cvtrain.console import console
-from cvtrain.plots import segmentation_panel
+from cvtrain.ensemble import class_probabilities
+from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
+from cvtrain.scores import confusion
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,32 @@ class PredictionImages(keras.callbacks.Callback):
         )
         with self.writer.as_default():
             tf.summary.image("predictions", panels, step=epoch, max_outputs=len(panels))
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+class ConfusionMatrixImages(keras.callbacks.Callback):
+    """Predict the validation set after each epoch; log its confusion matrix to TensorBoard.
+
+    `matrix` keeps the last one (the final model's), for confusion_matrix.png.
+    """
+
+    def __init__(self, val_ds: tf.data.Dataset, class_names: list[str], log_dir: Path):
+        super().__init__()
+        self.val_ds, self.class_names = val_ds, class_names
+        self.matrix = np.zeros((len(class_names), len(class_names)), np.int64)
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.matrix = np.zeros_like(self.matrix)
+        for images, labels in self.val_ds:
+            probs = class_probabilities(self.model.predict_on_batch(images))
+            self.matrix += confusion(labels.numpy(), probs.argmax(-1), len(self.class_names))
+        image = figure_image(confusion_matrix_figure(self.matrix, self.class_names))
+        with self.writer.as_default():
+            tf.summary.image("confusion_matrix", image[None], step=epoch)
         self.writer.flush()
 
     def on_train_end(self, logs=None):

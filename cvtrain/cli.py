@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,12 +17,15 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
 from cvtrain.errors import UserError
+from cvtrain.interrupt import Interrupted
+from cvtrain.resume import check_compatible, expand_resume_arg, resume_command
 
 log = logging.getLogger("cvtrain")
 
@@ -65,7 +69,9 @@ def discard_if_empty(run_dir: Path) -> None:
 def run_train(cfg: RunConfig, run_dir: Path) -> float:
     from cvtrain.data.sources import load_split
 
-    split, dropped = load_split(cfg.data, cfg.task.name)  # data errors surface before TF loads
+    # Data errors (and bad files, data.verify) surface before TF loads.
+    split, dropped = load_split(cfg.data, cfg.task.name, verify_in=run_dir)
+    check_compatible(run_dir, cfg, split.train.num_classes)  # a resume that cannot work, too
     if dropped:
         log.warning(
             "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
@@ -78,24 +84,96 @@ def run_train(cfg: RunConfig, run_dir: Path) -> float:
     return result.best_val_loss
 
 
+def run_verify_data(cfg: RunConfig, run_dir: Path) -> None:
+    """Rescan every file (ignoring the cache); the run dir is kept only for bad_files.txt."""
+    from cvtrain.data.sources import load_index
+    from cvtrain.data.verify import checked_index
+
+    index, dropped = load_index(cfg.data, cfg.task.name)
+    try:
+        kept = checked_index(index, dropped, cfg.data.on_bad, run_dir, use_cache=False)
+        log.info("verified %d samples: %d usable", len(index) + len(dropped), len(kept))
+    finally:
+        discard_if_empty(run_dir)
+
+
+def run_runs(cfg: RunConfig, run_dir: Path) -> None:
+    from cvtrain.runs import show
+
+    discard_if_empty(run_dir)  # listing runs is not a run
+    show(cfg.path)
+
+
+def run_on_saved(mode: str) -> Callable[[RunConfig, Path], None]:
+    """evaluate/predict/export write into the run they read (or `output=`), so Hydra's fresh
+    run dir is removed unless the mode used it (an ensemble's results)."""
+
+    def run(cfg: RunConfig, run_dir: Path) -> None:
+        from importlib import import_module
+
+        try:
+            import_module(f"cvtrain.{mode}").run(cfg, HydraConfig.get().overrides.task, run_dir)
+        finally:
+            discard_if_empty(run_dir)
+            remove_empty_parents(run_dir)
+
+    return run
+
+
+def remove_empty_parents(run_dir: Path) -> None:
+    """Folders Hydra made for a run dir that is gone (outputs/<date>), below the cwd only."""
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if cwd not in parent.parents:
+            return
+        try:
+            parent.rmdir()  # only succeeds when empty
+        except OSError:
+            return
+
+
 # mode -> function(cfg, run_dir) returning the objective (or None); config.MODES lists the names.
 MODES: dict[str, Callable[[RunConfig, Path], float | None]] = {
     "train": run_train,
+    "evaluate": run_on_saved("evaluate"),
+    "predict": run_on_saved("predict"),
+    "export": run_on_saved("export"),
+    "runs": run_runs,
+    "verify_data": run_verify_data,
 }
 
 ConfigStore.instance().store(name="schema", node=RunConfig)
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def hydra_main(raw: DictConfig) -> float | None:
+def dispatch(raw: DictConfig, run_dir: Path) -> float | None:
+    cfg = validate(raw)
+    return MODES[cfg.mode](cfg, run_dir)
+
+
+def task(raw: DictConfig) -> float | None:
+    """Hydra's task function. Module-level and undecorated, so the launchers that pickle it
+    (joblib, submitit) send it by reference instead of by value with its globals."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        cfg = validate(raw)
-        return MODES[cfg.mode](cfg, run_dir)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            from cvtrain.sweep import run_trial  # a failed job is recorded; the sweep goes on
+
+            return run_trial(lambda: dispatch(raw, run_dir), run_dir)
+        return dispatch(raw, run_dir)
     except UserError as exc:
         discard_if_empty(run_dir)
         fail(str(exc))
+    except Interrupted as exc:
+        err_console.print(
+            f"cvtrain: stopped by {exc}; the run is saved up to the last completed epoch. "
+            f"Continue it with: {resume_command(run_dir)}",
+            markup=False,
+        )
+        raise SystemExit(exc.exit_code) from None
     return None
+
+
+hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
 
 
 def main() -> None:
@@ -103,7 +181,10 @@ def main() -> None:
     # Let composition errors reach us as exceptions instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        sys.argv[1:] = expand_resume_arg(sys.argv[1:])  # resume=<run_dir>: its saved overrides
         hydra_main()
+    except UserError as exc:
+        fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         fail(describe_hydra_error(exc))
 

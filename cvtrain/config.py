@@ -7,6 +7,7 @@ keys, wrong types and out-of-range values fail fast with one readable line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +20,11 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 CACHES = ("none", "memory", "disk")
-MODES = ("train", "evaluate", "predict", "export")  # cli.MODES maps each to its function
+BACKBONES = ("xception", "resnet50", "mobilenetv2")  # models.backbones.BACKBONES
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+LOOPS = ("fit", "custom")
+# cli.MODES maps each to its function
+MODES = ("train", "evaluate", "predict", "export", "runs", "verify_data")
 RUN_MODES = ("evaluate", "predict", "export")  # modes that load finished runs (`run=`)
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 EVAL_SPLITS = ("val", "train", "all")
@@ -69,7 +74,12 @@ class DataConfig:
     split_seed: int = 1337
     limit: int | None = None
     num_samples: int | None = None
+    num_classes: int | None = None  # synthetic_shapes: how many shape classes (2-4)
     cache: str = "none"
+    deterministic: bool = True  # false: parallel reads may reorder elements (faster)
+    verify: bool = True  # decode every file before training (cached by dataset fingerprint)
+    on_bad: str = "skip"  # skip | error: what to do with files the verification rejects
+    mask_offset: int | None = None  # subtracted from mask values; null = the source's own
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -96,7 +106,10 @@ class DataConfig:
             _check(self.limit >= 2, "data.limit", f"{self.limit} must be >= 2")
         if self.num_samples is not None:
             _check(self.num_samples >= 2, "data.num_samples", f"{self.num_samples} must be >= 2")
+        if self.num_classes is not None:
+            _check(self.num_classes >= 2, "data.num_classes", f"{self.num_classes} must be >= 2")
         _choice(self.cache, "data.cache", CACHES)
+        _choice(self.on_bad, "data.on_bad", ("skip", "error"))
 
 
 @dataclass
@@ -108,12 +121,26 @@ class ModelConfig:
     backbone: str = "xception"  # keras.applications name, for backbone models
     weights: str = "none"  # none | imagenet | path to a local weights file
     freeze_backbone: bool = False
+    separable: bool = False  # unet/deeplabv3plus: SeparableConv2D instead of Conv2D
+    residual: bool = False  # unet: residual connections inside each stage
+    atrous_rates: list[int] = field(default_factory=lambda: [6, 12, 18])  # deeplabv3plus ASPP
 
     def __post_init__(self) -> None:
         _check(len(self.filters) >= 1, "model.filters", "needs at least one stage")
         _check(min(self.filters) >= 1, "model.filters", f"{list(self.filters)} must be >= 1")
         _check(self.width > 0, "model.width", f"{self.width} must be > 0")
         _check(0 <= self.dropout < 1, "model.dropout", f"{self.dropout} must be in [0, 1)")
+        _choice(self.backbone, "model.backbone", BACKBONES)
+        _check(
+            self.weights in ("none", "imagenet") or Path(self.weights).expanduser().is_file(),
+            "model.weights",
+            f"{self.weights!r} is not a file; use none, imagenet or the path to a weights file",
+        )
+        _check(
+            len(self.atrous_rates) >= 1 and min(self.atrous_rates) >= 1,
+            "model.atrous_rates",
+            f"{list(self.atrous_rates)} needs at least one rate, all >= 1",
+        )
 
 
 @dataclass
@@ -144,6 +171,9 @@ class TrainerConfig:
     deterministic: bool = False
     jit_compile: str = "auto"
     steps_per_epoch: int | None = None
+    steps_per_execution: int = 1
+    strategy: str = "auto"
+    loop: str = "fit"
     prediction_images: int = 4
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
@@ -159,6 +189,19 @@ class TrainerConfig:
                 f"{self.steps_per_epoch} must be >= 1",
             )
         _check(self.prediction_images >= 0, "trainer.prediction_images", "must be >= 0")
+        _check(
+            self.steps_per_execution >= 1,
+            "trainer.steps_per_execution",
+            f"{self.steps_per_execution} must be >= 1",
+        )
+        _choice(self.strategy, "trainer.strategy", STRATEGIES)
+        _choice(self.loop, "trainer.loop", LOOPS)
+        _check(
+            not (self.strategy == "multi_worker" and self.loop == "fit"),
+            "trainer.loop",
+            "fit cannot run under trainer.strategy=multi_worker (Keras 3 fit() does not support "
+            "MultiWorkerMirroredStrategy); use trainer.loop=custom",
+        )
 
 
 @dataclass
@@ -213,6 +256,7 @@ class RunConfig:
     format: str = "saved_model"  # export
     eval: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    path: str = "outputs"  # mode=runs: a run, a sweep or a folder of them to compare
 
     def __post_init__(self) -> None:
         _choice(self.mode, "mode", MODES)

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
+import shlex
 import subprocess
+import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import tensorflow as tf
+from hydra.core.hydra_config import HydraConfig
 
 from cvtrain import artifacts
 from cvtrain.config import RunConfig
 from cvtrain.data.index import Split
 
-PACKAGES = ("cvtrain", "tensorflow", "keras", "hydra-core", "omegaconf", "numpy", "rich")
+PACKAGES = (
+    "cvtrain",
+    "tensorflow",
+    "keras",
+    "tensorboard",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "rich",
+    "optuna",
+)
 
 
 def git_commit() -> str | None:
@@ -43,20 +58,45 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def dataset_fingerprint(split: Split) -> dict:
-    """Sample counts plus hashes of the file index and of the split: same data, same split."""
-    order = hashlib.sha256("\n".join(split.train.images + ("--",) + split.val.images).encode())
+def devices() -> dict:
+    """What the run could see: TF's devices, GPU models, and the CUDA/cuDNN TF was built with."""
+    build = tf.sysconfig.get_build_info()
     return {
-        "samples": len(split.train) + len(split.val),
-        "train": len(split.train),
-        "val": len(split.val),
-        "classes": list(split.train.class_names),
-        "index": hashlib.sha256(
-            (split.train.fingerprint() + split.val.fingerprint()).encode()
-        ).hexdigest()[:16],
-        "split": order.hexdigest()[:16],
-        "root": split.train.root,
+        "logical": [d.name for d in tf.config.list_logical_devices()],
+        "gpus": [
+            tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")
+        ],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda": build.get("cuda_version"),
+        "cudnn": build.get("cudnn_version"),
     }
+
+
+def dataset_fingerprint(split: Split) -> dict:
+    """Sample counts plus two hashes, both of paths relative to the data root (so a moved copy
+    matches): `index` of the files and targets whatever the split, `split` of which sample
+    went where, in order. Same index and split = same data seen in the same order."""
+    train, val = split.train, split.val
+    pairs = sorted(zip(train.images + val.images, train.targets + val.targets), key=str)
+    images, targets = (tuple(column) for column in zip(*pairs))
+    everything = replace(train, images=images, targets=targets, subsets=())
+    order = hashlib.sha256(f"{train.fingerprint()} {val.fingerprint()}".encode())
+    return {
+        "samples": len(train) + len(val),
+        "train": len(train),
+        "val": len(val),
+        "classes": list(train.class_names),
+        "index": everything.fingerprint(),
+        "split": order.hexdigest()[:16],
+        "root": train.root,
+    }
+
+
+def command() -> str:
+    """The command that repeats this run: a sweep job's own overrides, not the sweep's."""
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else sys.argv[1:]
+    return shlex.join(["cvtrain", *overrides])
 
 
 def write(path: Path, cfg: RunConfig, split: Split, precision: str, parameters: int) -> None:
@@ -67,9 +107,11 @@ def write(path: Path, cfg: RunConfig, split: Split, precision: str, parameters: 
             "seed": cfg.trainer.seed,
             "deterministic": cfg.trainer.deterministic,
             "git_commit": git_commit(),
+            "command": command(),
+            "host": platform.node(),
             "python": platform.python_version(),
             "packages": package_versions(),
-            "devices": [d.name for d in tf.config.list_logical_devices()],
+            "devices": devices(),
             "precision": precision,
             "model": cfg.model.name,
             "parameters": parameters,

@@ -33,6 +33,36 @@ def segmentation_panel(image: np.ndarray, truth: np.ndarray, probs: np.ndarray) 
     )
 
 
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The photo with its class-id mask blended over it, as HxWx3 uint8."""
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask).astype(np.float32)
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def save_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
+    _save(confusion_matrix_figure(matrix, class_names), path)
+
+
+def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
+    """Counts per (true, predicted) class, shaded by the share of each true class."""
+    matrix = np.asarray(matrix)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.2 + 0.6 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of true class")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (row, col), count in np.ndenumerate(matrix):
+        color = "white" if share[row, col] > 0.5 else "black"
+        ax.text(col, row, str(count), ha="center", va="center", color=color)
+    fig.tight_layout()
+    return fig
+
+
 def save_curves(history: dict[str, list[float]], path: Path) -> None:
     """Loss and each metric per epoch, train vs validation, one panel each."""
     names = [k for k in history if not k.startswith("val_") and k not in ("epoch", "learning_rate")]
@@ -65,6 +95,43 @@ def save_segmentation_predictions(
                 ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+def save_classification_predictions(
+    images: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    path: Path,
+) -> None:
+    """Validation images titled with true and predicted class and the predicted probability.
+
+    `probs` are per-class probabilities (one row per image); wrong predictions are titled red.
+    """
+    cols = min(4, len(images))
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3 * cols, 3.4 * rows), squeeze=False, layout="constrained"
+    )
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, image, label, prob in zip(axes.ravel(), images, labels, probs):
+        pred = int(np.argmax(prob))
+        ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
+        ax.set_title(
+            f"true {class_names[int(label)]}\npred {class_names[pred]} ({prob[pred]:.2f})",
+            color="black" if pred == int(label) else "red",
+            fontsize=9,
+        )
+    _save(fig, path)
+
+
+def figure_image(fig: plt.Figure) -> np.ndarray:
+    """A figure as an HxWx3 uint8 array (for TensorBoard images); closes the figure."""
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

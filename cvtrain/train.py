@@ -9,20 +9,38 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from cvtrain import artifacts, manifest, plots
-from cvtrain.callbacks import BestCheckpoint, PredictionImages, RichProgress
+from cvtrain import artifacts, custom_loop, manifest, plots, resume
+from cvtrain.callbacks import (
+    BestCheckpoint,
+    ConfusionMatrixImages,
+    PredictionImages,
+    RichProgress,
+)
 from cvtrain.config import OptimizerConfig, RunConfig, TrainerConfig
-from cvtrain.data.index import SEGMENTATION, Split
+from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
+from cvtrain.distribute import is_chief, make_strategy
+from cvtrain.ensemble import class_probabilities
+from cvtrain.errors import UserError
+from cvtrain.hparams import HParams, run_hparams
+from cvtrain.interrupt import trap_signals
 from cvtrain.models import build_model
+from cvtrain.resume_callbacks import (
+    ResumableEarlyStopping,
+    SaveResumeState,
+    StopOnNaN,
+    StopOnSignal,
+    restore,
+)
 from cvtrain.tasks import loss_and_metrics
 
 log = logging.getLogger(__name__)
@@ -83,6 +101,18 @@ def sample_batch(ds: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarra
 
 
 def train(cfg: RunConfig, split: Split, run_dir: Path) -> TrainResult:
+    strategy = make_strategy(cfg.trainer)  # first: multi-worker collectives set up before any op
+    if is_chief(strategy):
+        return _train(cfg, split, run_dir, strategy)
+    # Other workers run the very same steps (collectives must match) but keep no files.
+    log.info("not the chief worker: the chief writes the run directory and checkpoints")
+    with tempfile.TemporaryDirectory(prefix="cvtrain-worker-") as scratch:
+        return replace(_train(cfg, split, Path(scratch), strategy), run_dir=run_dir)
+
+
+def _train(
+    cfg: RunConfig, split: Split, run_dir: Path, strategy: tf.distribute.Strategy
+) -> TrainResult:
     precision = setup_runtime(cfg.trainer)
     task, data = cfg.task.name, cfg.data
     num_classes = split.train.num_classes
@@ -95,63 +125,127 @@ def train(cfg: RunConfig, split: Split, run_dir: Path) -> TrainResult:
     if cfg.trainer.steps_per_epoch:
         train_ds = train_ds.repeat()
 
-    model = build_model(cfg.model, (*data.image_size, 3), num_classes)
-    loss, metrics = loss_and_metrics(task, num_classes)
-    model.compile(
-        optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
-        loss=loss,
-        metrics=metrics,
-        jit_compile=_jit(cfg.trainer.jit_compile),
-    )
+    with strategy.scope():  # variables mirrored on every replica; data.batch_size is global
+        model = build_model(cfg.model, (*data.image_size, 3), num_classes)
+        loss, metrics = loss_and_metrics(task, num_classes)
+        model.compile(
+            optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=_jit(cfg.trainer.jit_compile),
+            steps_per_execution=cfg.trainer.steps_per_execution,
+        )
     log.info(
-        "model %s: %s parameters, precision %s, %d train / %d val samples",
+        "model %s: %s parameters, precision %s, %d replicas, %d train / %d val samples",
         model.name,
         f"{model.count_params():,}",
         precision,
+        strategy.num_replicas_in_sync,
         len(split.train),
         len(split.val),
     )
     manifest.write(run_dir / artifacts.MANIFEST, cfg, split, precision, model.count_params())
 
+    # Same run dir = continue: weights, optimizer, epoch, best val_loss, early-stopping state.
+    state = resume.check_compatible(run_dir, cfg, num_classes)
+    resume.trim_history(run_dir / artifacts.HISTORY, state.epoch if state else 0)
     checkpoint = BestCheckpoint(run_dir / artifacts.CHECKPOINT)
+    if state:
+        constant_lr = cfg.optimizer.lr if cfg.optimizer.schedule == "constant" else None
+        restore(model, run_dir, state, checkpoint, constant_lr)
+        log.info("resuming after epoch %d (best val_loss %.4f)", state.epoch, state.best)
+    progress = RichProgress(cfg.trainer.epochs, steps)
     callbacks: list[keras.callbacks.Callback] = [
-        RichProgress(cfg.trainer.epochs, steps),
-        checkpoint,
-        keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY)),
+        progress,
+        keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=True),
         keras.callbacks.TensorBoard(
             log_dir=str(run_dir / artifacts.TENSORBOARD), write_graph=False
         ),
+        HParams(run_dir / artifacts.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
     ]
     samples = None
     if cfg.trainer.prediction_images and task == SEGMENTATION:
         samples = sample_batch(val_ds, cfg.trainer.prediction_images)
         log_dir = run_dir / artifacts.TENSORBOARD / "validation"
         callbacks.append(PredictionImages(*samples, log_dir=log_dir))
+    confusion = None
+    if task == CLASSIFICATION:
+        if cfg.trainer.prediction_images:
+            samples = sample_batch(val_ds, cfg.trainer.prediction_images)
+        log_dir = run_dir / artifacts.TENSORBOARD / "validation"
+        confusion = ConfusionMatrixImages(val_ds, list(split.train.class_names), log_dir)
+        callbacks.append(confusion)
+    early_stopping = None
     if cfg.trainer.early_stopping.enabled:
         es = cfg.trainer.early_stopping
-        callbacks.append(
-            keras.callbacks.EarlyStopping(patience=es.patience, min_delta=es.min_delta)
+        early_stopping = ResumableEarlyStopping(
+            state.early_stopping if state else None, patience=es.patience, min_delta=es.min_delta
         )
+        callbacks.append(early_stopping)
+    fixed = resume.fixed_settings(cfg, num_classes)
+    callbacks += [
+        StopOnNaN(checkpoint, cfg.optimizer.lr, resume.resume_command(run_dir)),
+        SaveResumeState(run_dir, checkpoint, early_stopping, fixed, state),  # best.keras too
+    ]
 
-    fit = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.trainer.epochs,
-        steps_per_epoch=cfg.trainer.steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles
-        verbose=0,
-    )
-    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    initial_epoch = state.epoch if state else 0
+    epochs = initial_epoch if state and state.stopped_early else cfg.trainer.epochs
+    if initial_epoch >= epochs:
+        log.info("nothing to train: %s has %d epochs done", run_dir, initial_epoch)
+    with trap_signals() as trap:
+        try:
+            if cfg.trainer.loop == "custom":  # runs under any strategy, multi-worker too
+                custom_loop.fit(
+                    model,
+                    strategy,
+                    split,
+                    cfg,
+                    cache_dir=run_dir / "cache",
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    callbacks=[*callbacks, StopOnSignal(trap)],
+                )
+            else:
+                model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=cfg.trainer.steps_per_epoch,
+                    callbacks=[*callbacks, StopOnSignal(trap)],
+                    shuffle=False,  # the pipeline shuffles
+                    verbose=0,
+                )
+        except tf.errors.ResourceExhaustedError:
+            raise UserError(out_of_memory_message(cfg, precision)) from None
+        finally:
+            progress.on_train_end()  # a run stopped by an exception leaves no live bar behind
+    history = read_history(run_dir / artifacts.HISTORY)  # every epoch, not just this process's
     result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir)
-    write_reports(result, model, samples)
+    write_reports(result, model, samples, task, split.train.class_names, confusion)
     return result
 
 
+def out_of_memory_message(cfg: RunConfig, precision: str) -> str:
+    data = cfg.data
+    return (
+        f"out of memory training with data.batch_size={data.batch_size} at data.image_size="
+        f"{list(data.image_size)} (model={cfg.model.name}, model.width={cfg.model.width:g}, "
+        f"precision {precision}); try data.batch_size={max(1, data.batch_size // 2)}, "
+        "a smaller data.image_size or model.width"
+        + (", or trainer.precision=mixed_float16 on a GPU" if precision == "float32" else "")
+    )
+
+
 def write_reports(
-    result: TrainResult, model: keras.Model, samples: tuple[np.ndarray, np.ndarray] | None
+    result: TrainResult,
+    model: keras.Model,
+    samples: tuple[np.ndarray, np.ndarray] | None,
+    task: str,
+    class_names: tuple[str, ...],
+    confusion: ConfusionMatrixImages | None = None,
 ) -> None:
-    """metrics.json, curves.png and predictions.png from the finished run."""
+    """metrics.json, curves.png, predictions.png (and confusion_matrix.png) from the run."""
     run_dir, history = result.run_dir, result.history
     best = result.best_epoch
     metrics = {
@@ -163,10 +257,18 @@ def write_reports(
     }
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
     plots.save_curves(read_history(run_dir / artifacts.HISTORY), run_dir / artifacts.CURVES)
-    if samples is not None:
+    if samples is not None and task == SEGMENTATION:
         images, truths = samples
         probs = model.predict(images, verbose=0)
         plots.save_segmentation_predictions(images, truths, probs, run_dir / artifacts.PREDICTIONS)
+    elif samples is not None:
+        images, labels = samples
+        probs = class_probabilities(model.predict(images, verbose=0))
+        path = run_dir / artifacts.PREDICTIONS
+        plots.save_classification_predictions(images, labels, probs, list(class_names), path)
+    if confusion is not None and confusion.matrix.any():  # empty if no epoch ran
+        path = run_dir / artifacts.CONFUSION_MATRIX
+        plots.save_confusion_matrix(confusion.matrix, list(class_names), path)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

@@ -83,3 +83,23 @@ def real_sample() -> Path:
     if not (REAL_SAMPLE / "images").is_dir():
         pytest.skip("../shared/data/oxford_pets_sample is not present")
     return REAL_SAMPLE
+
+
+def train_run(run_dir: Path, *overrides: str) -> Path:
+    """Train in-process into `run_dir`, saving .hydra/config.yaml as the CLI's Hydra does, so
+    that mode=evaluate/predict/export can load the run."""
+    from omegaconf import OmegaConf
+
+    from cvtrain import cli  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+    from cvtrain.data.sources import load_split
+    from cvtrain.ensemble import SAVED_CONFIG
+    from cvtrain.train import train
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        raw = compose(config_name="config", overrides=list(overrides))
+    (run_dir / SAVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(raw, run_dir / SAVED_CONFIG)
+    cfg = validate(raw)
+    split, _ = load_split(cfg.data, cfg.task.name)
+    train(cfg, split, run_dir)
+    return run_dir

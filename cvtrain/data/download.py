@@ -7,6 +7,7 @@ checked against its sha256 and only then renamed into place; nothing unverified 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import stat
@@ -35,7 +36,7 @@ CHUNK = 1 << 20
 @dataclass(frozen=True)
 class Remote:
     url: str
-    sha256: str
+    sha256: str | None  # None where none is published: then the size must match
     size: int | None = None
 
     @property
@@ -55,34 +56,53 @@ def fetch(remote: Remote, dest_dir: Path, *, timeout: float = 30.0) -> Path:
     """Download `remote` into `dest_dir` (resuming a partial file) and verify it."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / remote.filename
-    if dest.exists() and sha256_of(dest) == remote.sha256:
+    if dest.exists() and mismatch(dest, remote) is None:
         return dest
     part = dest.with_name(dest.name + ".part")
     try:
         _download_to(remote, part, timeout)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise DataError(
             f"cannot download {remote.url} ({reason}); the partial file is kept in {part} and "
             "the next run resumes it"
         ) from None
-    digest = sha256_of(part)
-    if digest != remote.sha256:
+    problem = mismatch(part, remote)
+    if problem:
         part.unlink()
         raise DataError(
-            f"{remote.url} failed its checksum (sha256 {digest[:12]}..., expected "
-            f"{remote.sha256[:12]}...); the file was deleted, run again to re-download it"
+            f"{remote.url} failed its checksum ({problem}); the file was deleted, run again to "
+            "re-download it"
         )
     os.replace(part, dest)
     return dest
 
 
+def mismatch(path: Path, remote: Remote) -> str | None:
+    """How `path` differs from the published file, or None if it matches."""
+    if remote.sha256 is None:
+        assert remote.size is not None, "a Remote without sha256 needs its size"
+        size = path.stat().st_size
+        return None if size == remote.size else f"{size:,} bytes, expected {remote.size:,}"
+    digest = sha256_of(path)
+    if digest == remote.sha256:
+        return None
+    return f"sha256 {digest[:12]}..., expected {remote.sha256[:12]}..."
+
+
 def _download_to(remote: Remote, part: Path, timeout: float) -> None:
+    """Append the missing bytes to `part`; raise OSError if the transfer ends short."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(remote.url, headers={"User-Agent": "cvtrain"})
     if have:
         request.add_header("Range", f"bytes={have}-")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch: a crash hit before the rename
+            return
+        raise
+    with response:
         resumed = have > 0 and response.status == 206
         if not resumed:
             have = 0
@@ -102,7 +122,10 @@ def _download_to(remote: Remote, part: Path, timeout: float) -> None:
             task = progress.add_task(remote.filename, total=total, completed=have)
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 out.write(chunk)
+                have += len(chunk)
                 progress.advance(task, len(chunk))
+    if total is not None and have < total:  # http.client ends a cut-off body without an error
+        raise OSError(f"connection closed after {have:,} of {total:,} bytes")
 
 
 def extract(archive: Path, target: Path) -> None:
@@ -131,9 +154,23 @@ def extract(archive: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _check_name(archive: Path, name: str, dest: Path) -> None:
+    """Refuse absolute member names and names that resolve outside `dest`, tar and zip alike.
+
+    (tarfile's "data" filter would silently strip a leading slash; we refuse the archive.)
+    """
+    if name.startswith(("/", "\\")) or ":" in name.split("/")[0]:
+        raise DataError(f"refusing to extract {archive.name}: absolute path {name!r}")
+    if not (dest / name).resolve().is_relative_to(dest.resolve()):
+        raise DataError(f"refusing to extract {archive.name}: {name!r} leaves the target")
+
+
 def _extract_tar(archive: Path, dest: Path) -> None:
+    """Links out of `dest` and device files are refused by tarfile's "data" filter."""
     try:
         with tarfile.open(archive, "r:*") as tar:
+            for member in tar.getmembers():
+                _check_name(archive, member.name, dest)
             tar.extractall(dest, filter="data")
     except tarfile.FilterError as exc:
         raise DataError(f"refusing to extract {archive.name}: {exc}") from None
@@ -142,16 +179,14 @@ def _extract_tar(archive: Path, dest: Path) -> None:
 
 
 def _extract_zip(archive: Path, dest: Path) -> None:
-    root = dest.resolve()
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             name = info.filename
             mode = info.external_attr >> 16
-            out = (dest / name).resolve()
-            if name.startswith(("/", "\\")) or ":" in name.split("/")[0]:
-                raise DataError(f"refusing to extract {archive.name}: absolute path {name!r}")
-            if not out.is_relative_to(root):
-                raise DataError(f"refusing to extract {archive.name}: {name!r} leaves the target")
+            _check_name(archive, name, dest)
             if stat.S_ISLNK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                 raise DataError(f"refusing to extract {archive.name}: {name!r} is a link or device")
-        zf.extractall(dest)
+        try:
+            zf.extractall(dest)  # checks each member's CRC-32
+        except zipfile.BadZipFile as exc:
+            raise DataError(f"{archive} is corrupt ({exc}); delete it and run again") from None

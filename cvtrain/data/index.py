@@ -25,19 +25,25 @@ _SIGNATURES = {
     b"GIF89a": "gif",
     b"BM": "bmp",
 }
+# Markers a complete file of the format has near its end (a little trailing padding is allowed):
+# a truncated download or copy lacks them and would only fail later, inside tf.data.
+_TRAILERS = {"jpeg": b"\xff\xd9", "png": b"IEND"}
+_TAIL_BYTES = 1024
 
 
 def sniff_image(path: str | Path) -> str | None:
-    """The real format of an image file from its first bytes, or None if it is not one."""
+    """The real format of an image file from its bytes, or None if it is not one or truncated."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
+            kind = next((k for magic, k in _SIGNATURES.items() if head.startswith(magic)), None)
+            if kind in _TRAILERS:
+                f.seek(max(0, f.seek(0, 2) - _TAIL_BYTES))
+                if _TRAILERS[kind] not in f.read():
+                    return None
     except OSError:
         return None
-    for magic, kind in _SIGNATURES.items():
-        if head.startswith(magic):
-            return kind
-    return None
+    return kind
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,12 @@ class FileIndex:
     class_names: tuple[str, ...]
     root: str = ""
     mask_offset: int = 0  # subtracted from mask pixel values to get class ids
+    # Per-sample "train"/"validation"/"test" when the dataset comes split; empty = seeded split.
+    subsets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         assert len(self.images) == len(self.targets), "one target per image"
+        assert not self.subsets or len(self.subsets) == len(self.images), "one subset per image"
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,6 +75,7 @@ class FileIndex:
             self,
             images=tuple(self.images[i] for i in order),
             targets=tuple(self.targets[i] for i in order),
+            subsets=tuple(self.subsets[i] for i in order) if self.subsets else (),
         )
 
     def fingerprint(self) -> str:
@@ -100,12 +110,15 @@ def split_index(
     """The chapter's split: shuffle with a fixed seed, the last `val_samples` are validation.
 
     `limit` keeps the first N samples of the shuffled order, so a quick run still sees every
-    class rather than the alphabetically first ones.
+    class rather than the alphabetically first ones. A dataset that comes split is used as given
+    (its test samples are held out of training), and the val settings are ignored.
     """
     order = list(range(len(index)))
     random.Random(seed).shuffle(order)
     if limit is not None:
         order = order[:limit]
+    if index.subsets:
+        return _given_split(index, order)
     n = len(order)
     if val_fraction is not None:
         n_val = max(1, round(n * val_fraction))
@@ -120,3 +133,14 @@ def split_index(
             f"{' after data.limit' if limit is not None else ''}; use a smaller value"
         )
     return Split(train=index.take(order[: n - n_val]), val=index.take(order[n - n_val :]))
+
+
+def _given_split(index: FileIndex, order: list[int]) -> Split:
+    train = [i for i in order if index.subsets[i] == "train"]
+    val = [i for i in order if index.subsets[i] == "validation"]
+    if not train or not val:
+        raise ConfigError(
+            f"{index.root} comes split but has {len(train)} train and {len(val)} validation "
+            "samples (after data.limit); both need at least one"
+        )
+    return Split(train=index.take(train), val=index.take(val))

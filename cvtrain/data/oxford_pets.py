@@ -1,12 +1,17 @@
-"""Oxford-IIIT Pet in its official layout: images/*.jpg and annotations/trimaps/*.png."""
+"""Oxford-IIIT Pet in its official layout: images/*.jpg and annotations/trimaps/*.png.
+
+Segmentation reads the trimaps; classification reads the label from the file name
+(`<Breed>_<n>.jpg`, capitalised breeds are cats): species (cat vs dog) or the 37 breeds.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from cvtrain.config import DataConfig
 from cvtrain.data.download import Remote, extract, fetch
-from cvtrain.data.index import SEGMENTATION, FileIndex
+from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, FileIndex
 from cvtrain.errors import DataError
 from cvtrain.paths import dataset_root
 
@@ -26,21 +31,32 @@ ARCHIVES = (
 # Trimap pixel values 1 (pet), 2 (background), 3 (border) become classes 0, 1, 2.
 TRIMAP_CLASSES = ("pet", "background", "border")
 TRIMAP_OFFSET = 1
+SPECIES = ("cat", "dog")
 
 
 def has_layout(root: Path) -> bool:
     return (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir()
 
 
+def pet_images(root: Path) -> list[Path]:
+    """Every images/*.jpg sorted by name; dot-files skipped (the folder also holds .mat files)."""
+    return [p for p in sorted((root / "images").glob("*.jpg")) if not p.name.startswith(".")]
+
+
 def image_mask_pairs(root: Path) -> list[tuple[Path, Path]]:
-    """Every images/*.jpg with a trimap of the same stem, sorted by name; dot-files skipped."""
+    """Every pet image with a trimap of the same stem."""
     trimaps = root / "annotations" / "trimaps"
-    pairs = []
-    for image in sorted((root / "images").glob("*.jpg")):
-        mask = trimaps / f"{image.stem}.png"
-        if not image.name.startswith(".") and mask.is_file():
-            pairs.append((image, mask))
-    return pairs
+    pairs = [(image, trimaps / f"{image.stem}.png") for image in pet_images(root)]
+    return [(image, mask) for image, mask in pairs if mask.is_file()]
+
+
+def breed(image: Path) -> str:
+    """`Egyptian_Mau_14.jpg` -> `Egyptian_Mau`."""
+    return image.stem.rsplit("_", 1)[0]
+
+
+def species(image: Path) -> str:
+    return SPECIES[0] if breed(image)[:1].isupper() else SPECIES[1]
 
 
 def download(root: Path, archives: tuple[Remote, ...] = ARCHIVES) -> None:
@@ -50,7 +66,8 @@ def download(root: Path, archives: tuple[Remote, ...] = ARCHIVES) -> None:
         extract(fetch(remote, downloads), root)
 
 
-def load_index(cfg: DataConfig) -> FileIndex:
+def locate(cfg: DataConfig) -> Path:
+    """The dataset root, downloaded first if asked to; a clear error if it is not there."""
     root = dataset_root("oxford_pets", cfg.root)
     if not has_layout(root) and cfg.download:
         download(root)
@@ -60,7 +77,37 @@ def load_index(cfg: DataConfig) -> FileIndex:
             "add data.download=true to fetch it (800 MB), point data.root at a copy, "
             "or train offline with data=synthetic_pets"
         )
-    return index_root(root)
+    return root
+
+
+def load_index(cfg: DataConfig) -> FileIndex:
+    return index_root(locate(cfg))
+
+
+def load_species(cfg: DataConfig) -> FileIndex:
+    return index_labels(locate(cfg), species, SPECIES)
+
+
+def load_breeds(cfg: DataConfig) -> FileIndex:
+    return index_labels(locate(cfg), breed)
+
+
+def index_labels(
+    root: Path, label_of: Callable[[Path], str], names: tuple[str, ...] | None = None
+) -> FileIndex:
+    """Classification of the pet images by `label_of`; class names sorted unless given."""
+    images = pet_images(root)
+    if not images:
+        raise DataError(f"no images/*.jpg in {root}")
+    labels = [label_of(image) for image in images]
+    names = names or tuple(sorted(set(labels)))
+    return FileIndex(
+        task=CLASSIFICATION,
+        images=tuple(str(i) for i in images),
+        targets=tuple(names.index(label) for label in labels),
+        class_names=names,
+        root=str(root),
+    )
 
 
 def index_root(root: Path) -> FileIndex:

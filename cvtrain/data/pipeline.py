@@ -12,18 +12,32 @@ from pathlib import Path
 import tensorflow as tf
 
 from cvtrain.config import DataConfig
+from cvtrain.data.augment import augment_dataset, is_enabled
 from cvtrain.data.index import SEGMENTATION, FileIndex
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER_DECODED = 1024  # cap for shuffling decoded images after a cache
 
 
-def decode_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Any JPEG/PNG/GIF/BMP whatever its extension says, as HxWx3 uint8 at `size`."""
+def read_image(path: tf.Tensor) -> tf.Tensor:
+    """Any JPEG/PNG/GIF/BMP whatever its extension says, as HxWx3 uint8 at its own size."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    image = tf.image.resize(image, size, method="bilinear")
+    return image
+
+
+def resize_image(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """uint8 image(s) to `size` exactly as training saw them (export and predict reuse this).
+
+    Resizing float32 rather than uint8 gives the same values and converts to TFLite builtins.
+    """
+    image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def decode_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Any JPEG/PNG/GIF/BMP whatever its extension says, as HxWx3 uint8 at `size`."""
+    return resize_image(read_image(path), size)
 
 
 def decode_mask(path: tf.Tensor, size: tuple[int, int], offset: int) -> tf.Tensor:
@@ -31,6 +45,14 @@ def decode_mask(path: tf.Tensor, size: tuple[int, int], offset: int) -> tf.Tenso
     mask = tf.io.decode_png(tf.io.read_file(path), channels=1)
     mask = tf.image.resize(mask, size, method="nearest")
     return tf.cast(mask, tf.int32) - offset
+
+
+def pipeline_options(cfg: DataConfig) -> tf.data.Options:
+    """Autotuned parallelism and buffers; `data.deterministic=false` lets parallel maps reorder."""
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    options.deterministic = cfg.deterministic
+    return options
 
 
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
@@ -76,4 +98,6 @@ def build_dataset(
         ds = ds.shuffle(min(len(index), SHUFFLE_BUFFER_DECODED), seed=seed)
     ds = ds.batch(cfg.batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    if training and is_enabled(cfg.augment):
+        ds = augment_dataset(ds, cfg.augment, seed, with_masks=index.task == SEGMENTATION)
+    return ds.prefetch(AUTOTUNE).with_options(pipeline_options(cfg))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import import_module
+from pathlib import Path
 
 from cvtrain.config import DataConfig
 from cvtrain.data.index import FileIndex, Split, sniff_image, split_index
@@ -13,6 +15,11 @@ from cvtrain.errors import ConfigError, DataError
 SOURCES: dict[str, str] = {
     "oxford_pets": "cvtrain.data.oxford_pets:load_index",
     "synthetic_pets": "cvtrain.data.synthetic_pets:load_index",
+    "image_folder": "cvtrain.data.image_folder:load_index",
+    "cats_vs_dogs": "cvtrain.data.cats_vs_dogs:load_index",
+    "oxford_pets_species": "cvtrain.data.oxford_pets:load_species",
+    "oxford_pets_breeds": "cvtrain.data.oxford_pets:load_breeds",
+    "synthetic_shapes": "cvtrain.data.synthetic_shapes:load_index",
 }
 
 
@@ -31,6 +38,8 @@ def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
             f"data={cfg.source} is a {index.task} dataset but task={task}; "
             f"pick a {task} data source (see `cvtrain --help`)"
         )
+    if cfg.mask_offset is not None:
+        index = replace(index, mask_offset=cfg.mask_offset)
     readable = [sniff_image(path) is not None for path in index.images]
     if not any(readable):
         raise DataError(f"none of the {len(index)} files in {index.root} is a readable image")
@@ -38,8 +47,16 @@ def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
     return index.take([i for i, ok in enumerate(readable) if ok]), dropped
 
 
-def load_split(cfg: DataConfig, task: str) -> tuple[Split, list[str]]:
+def load_split(
+    cfg: DataConfig, task: str, verify_in: Path | None = None
+) -> tuple[Split, list[str]]:
+    """The seeded split; with `verify_in` (a run dir) bad files are found and handled first
+    (data.verify, data.on_bad) so every split sample decodes."""
     index, dropped = load_index(cfg, task)
+    if verify_in is not None and cfg.verify:
+        from cvtrain.data.verify import checked_index
+
+        index, dropped = checked_index(index, dropped, cfg.on_bad, verify_in), []
     split = split_index(
         index,
         val_samples=cfg.val_samples,

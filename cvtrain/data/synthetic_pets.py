@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,24 +81,34 @@ def make_sample(index: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate(root: Path, num_samples: int = DEFAULT_SAMPLES, seed: int = SEED) -> Path:
-    """Write the dataset once; a finished one (same parameters) is reused as it is.
+    """Write the dataset once; a finished one (same parameters) is reused as it is."""
+
+    def write(tmp: Path) -> None:
+        (tmp / "images").mkdir(parents=True)
+        (tmp / "annotations" / "trimaps").mkdir(parents=True)
+        for i in range(num_samples):
+            photo, trimap = make_sample(i, seed)
+            stem = f"{SPECIES[i % 2]}_{i // 2 + 1}"
+            Image.fromarray(photo).save(tmp / "images" / f"{stem}.jpg", quality=90)
+            Image.fromarray(trimap).save(tmp / "annotations" / "trimaps" / f"{stem}.png")
+
+    params = {"version": GENERATOR_VERSION, "num_samples": num_samples, "seed": seed}
+    return write_once(root, params, write)
+
+
+def write_once(root: Path, params: dict, write: Callable[[Path], None]) -> Path:
+    """Fill `root` with `write(folder)` unless it already holds a dataset made with `params`.
 
     Files are written to a temporary folder renamed at the end, so an interrupted run never
     leaves half a dataset behind.
     """
-    params = {"version": GENERATOR_VERSION, "num_samples": num_samples, "seed": seed}
     stamp = root / "generator.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         return root
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "annotations" / "trimaps").mkdir(parents=True)
-    for i in range(num_samples):
-        photo, trimap = make_sample(i, seed)
-        stem = f"{SPECIES[i % 2]}_{i // 2 + 1}"
-        Image.fromarray(photo).save(tmp / "images" / f"{stem}.jpg", quality=90)
-        Image.fromarray(trimap).save(tmp / "annotations" / "trimaps" / f"{stem}.png")
+    tmp.mkdir(parents=True)
+    write(tmp)
     (tmp / "generator.json").write_text(json.dumps(params))
     if root.exists():
         shutil.rmtree(root)

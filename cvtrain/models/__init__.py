@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 
 MODELS: dict[str, str] = {
     "seg_convnet": "cvtrain.models.seg_convnet:build",
+    "mini_xception": "cvtrain.models.mini_xception:build",
+    "residual_convnet": "cvtrain.models.residual_convnet:build",
+    "xception": "cvtrain.models.backbone_classifier:build",
+    "unet": "cvtrain.models.unet:build",
+    "deeplabv3plus": "cvtrain.models.deeplabv3plus:build",
 }
 
 

@@ -1,0 +1,162 @@
+"""Shared benchmark plumbing: configs as the CLI composes them, epoch clocks, A/B alternation,
+and the results files (benchmarks/results/<name>.json plus one markdown table for all).
+
+Speed on the shared CI machines flips between two levels from minute to minute, so variants
+are always alternated within one run and compared by medians and ratios, never by one time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from cvtrain import artifacts
+from cvtrain.cli import config_dir
+from cvtrain.config import RunConfig, validate
+from cvtrain.console import console
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+REAL_SAMPLE = REPO.parent / "shared" / "data" / "oxford_pets_sample"
+
+
+def make_config(*overrides: str) -> RunConfig:
+    """Compose and validate exactly as `cvtrain <overrides>` would."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return validate(compose(config_name="config", overrides=list(overrides)))
+
+
+def data_overrides() -> list[str]:
+    """The real Oxford pets sample when ../shared has it, else the generated offline set."""
+    if (REAL_SAMPLE / "images").is_dir():
+        return ["data=oxford_pets", f"data.root={REAL_SAMPLE}"]
+    return ["data=synthetic_pets"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def epoch_clock():
+    """A Keras callback class that records each epoch's wall time, end-of-epoch callbacks
+    (checkpoints, TensorBoard, images) included: time from one epoch's start to the next's."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.marks: list[float] = []
+            self.ended = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.marks.append(time.perf_counter())
+            super().on_epoch_begin(epoch, logs)
+
+        def on_train_end(self, logs=None):
+            if not self.ended:  # cvtrain calls the progress bar's on_train_end twice
+                self.marks.append(time.perf_counter())
+                self.ended = True
+            super().on_train_end(logs)
+
+        @property
+        def seconds(self) -> list[float]:
+            return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+    return EpochClock
+
+
+def cvtrain_epoch_seconds(cfg: RunConfig, run_dir: Path) -> tuple[list[float], int]:
+    """Train through cvtrain's own train(); return (seconds per epoch, training samples).
+
+    The clock rides on the run's progress callback (the first callback, so an epoch's time
+    includes every other callback's end-of-epoch work); nothing else is changed.
+    """
+    from cvtrain import train as train_module
+    from cvtrain.data.sources import load_split
+
+    clocks = []
+    progress = train_module.RichProgress
+
+    class TimedProgress(epoch_clock(), progress):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            clocks.append(self)
+
+    split, _ = load_split(cfg.data, cfg.task.name)
+    train_module.RichProgress = TimedProgress
+    try:
+        train_module.train(cfg, split, run_dir)
+    finally:
+        train_module.RichProgress = progress
+    return clocks[0].seconds, len(split.train)
+
+
+def alternate(
+    variants: dict[str, Callable[[int], tuple[list[float], int]]], rounds: int, skip: int = 1
+) -> dict[str, dict]:
+    """Run A, B, ... A, B ... `rounds` times; images/s per epoch after the first `skip`."""
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        for name, run in variants.items():
+            seconds, images = run(r)
+            rates[name] += [images / s for s in seconds[skip:]]
+            console.log(f"round {r + 1}/{rounds} {name}: {[round(s, 2) for s in seconds]} s")
+    return {
+        name: {"images_per_s_median": round(statistics.median(v), 2), "images_per_s": v}
+        for name, v in rates.items()
+    }
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def save(name: str, payload: dict) -> Path:
+    """benchmarks/results/<name>.json, then regenerate results/RESULTS.md from every result."""
+    path = RESULTS / f"{name}.json"
+    artifacts.write_json(path, {"benchmark": name, "machine": machine(), **payload})
+    write_markdown()
+    return path
+
+
+def write_markdown() -> None:
+    sections = ["# Benchmark results", "", CAVEAT, ""]
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        rows = result.get("table") if isinstance(result, dict) else None
+        if not rows:  # another script's file
+            continue
+        header = list(rows[0])
+        sections += [f"## {result['benchmark']}", "", result.get("setup", ""), ""]
+        sections += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        sections += ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows]
+        sections.append("")
+    (RESULTS / "RESULTS.md").write_text("\n".join(sections))
+
+
+CAVEAT = (
+    "Measured on a shared machine (2 CPU cores, no GPU, other jobs running): absolute numbers are "
+    "noisy; variants were alternated in one run, so the medians and ratios are what to read."
+)
+
+
+def table(rows: list[dict]) -> None:
+    """Show result rows as a rich table."""
+    from rich.table import Table
+
+    t = Table(*rows[0].keys())
+    for row in rows:
+        t.add_row(*(str(v) for v in row.values()))
+    console.print(t)

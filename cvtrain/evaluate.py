@@ -1,0 +1,172 @@
+"""mode=evaluate: score a finished run, or an ensemble of runs, on a split of its data.
+
+The data, split and batch size are the run's own unless overridden (`data.root=...`), so the
+default reproduces the val_ metrics logged at the best epoch. Writes metrics.json (and a
+confusion matrix picture for classification) to `<run>/eval` or `output=`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from rich.progress import track
+from rich.table import Table
+
+from cvtrain import artifacts, plots
+from cvtrain.config import RunConfig
+from cvtrain.console import console
+from cvtrain.data.index import SEGMENTATION, FileIndex
+from cvtrain.data.sources import load_split
+from cvtrain.ensemble import SavedRun, load_runs, output_dir
+from cvtrain.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE = "ensemble"
+METRICS_JSON = "metrics.json"
+CONFUSION_PNG = "confusion_matrix.png"
+# Rows of the summary table, in order, per task (per-class rows follow).
+TABLE_ROWS = {
+    SEGMENTATION: ("loss", "pixel_accuracy", "mean_iou", "mean_dice"),
+    "classification": ("loss", "accuracy", "precision", "recall", "f1", "roc_auc"),
+}
+
+
+def run(cfg: RunConfig, overrides: Sequence[str], hydra_dir: Path) -> dict:
+    runs = load_runs(cfg, overrides)
+    return evaluate(runs, output_dir(cfg, runs, hydra_dir, "eval"))
+
+
+def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
+    """The files of `eval.split` (val, train or all), split exactly as training split them
+    (bad files dropped first, as training drops them; their list goes to `out_dir`)."""
+    split, dropped = load_split(cfg.data, cfg.task.name, verify_in=out_dir)
+    if dropped:
+        log.warning("skipped %d files that are not images", len(dropped))
+    if cfg.eval.split == "val":
+        return split.val
+    if cfg.eval.split == "train":
+        return split.train
+    return replace(
+        split.train,
+        images=split.train.images + split.val.images,
+        targets=split.train.targets + split.val.targets,
+    )
+
+
+def ignore_class_id(value: str | None, class_names: Sequence[str]) -> int | None:
+    """`eval.ignore_class` by name (border) or by id (2)."""
+    if value is None:
+        return None
+    if value in class_names:
+        return list(class_names).index(value)
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    raise ConfigError(
+        f"eval.ignore_class={value!r} is not a class of this dataset; "
+        f"use one of {', '.join(class_names)} (or its id 0..{len(class_names) - 1})"
+    )
+
+
+def check_model(model, saved: SavedRun, image_size: list[int], num_classes: int) -> None:
+    size = list(model.input_shape[1:3])
+    if size != list(image_size):
+        raise ConfigError(
+            f"data.image_size={list(image_size)} but run={saved.path} was trained at {size}; "
+            "drop the data.image_size override"
+        )
+    outputs = max(2, model.output_shape[-1])
+    if outputs != num_classes:
+        raise DataError(
+            f"run={saved.path} predicts {outputs} classes but the data has {num_classes}; "
+            "evaluate on data with the classes it was trained on"
+        )
+
+
+def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
+    """Every member (and their average, for an ensemble) on one split; returns the report."""
+    cfg = runs[0].config
+    task, index = cfg.task.name, eval_index(cfg, out_dir)
+    ignore = ignore_class_id(cfg.eval.ignore_class, index.class_names)
+    if ignore is not None and task != SEGMENTATION:
+        raise ConfigError("eval.ignore_class is for segmentation; drop it for classification")
+
+    from cvtrain.data.pipeline import build_dataset, steps_per_epoch
+    from cvtrain.ensemble import average, member_probabilities
+    from cvtrain.scores import LabelScorer, PixelScorer
+
+    models = [saved.load_model() for saved in runs]
+    for model, saved in zip(models, runs):
+        check_model(model, saved, cfg.data.image_size, index.num_classes)
+    labels = [str(saved.path) for saved in runs] + ([ENSEMBLE] if len(runs) > 1 else [])
+    scorer = PixelScorer if task == SEGMENTATION else LabelScorer
+    scorers = [scorer(index.num_classes) for _ in labels]
+
+    ds = build_dataset(index, cfg.data, training=False, seed=cfg.trainer.seed)
+    steps = steps_per_epoch(len(index), cfg.data.batch_size)
+    for images, targets in track(
+        ds, total=steps, description="evaluating", console=console, disable=not console.is_terminal
+    ):
+        probs = member_probabilities(models, images)
+        if len(models) > 1:
+            probs.append(average(probs))
+        for s, p in zip(scorers, probs):
+            s.update(targets.numpy(), p)
+
+    results = {label: s.result(index.class_names, ignore) for label, s in zip(labels, scorers)}
+    report = {
+        "task": task,
+        "split": cfg.eval.split,
+        "data": {"source": cfg.data.source, "root": index.root, "files": len(index)},
+        "runs": [str(saved.path) for saved in runs],
+        "ignore_class": index.class_names[ignore] if ignore is not None else None,
+        "metrics": results[labels[-1]],
+    }
+    if len(runs) > 1:
+        report["members"] = {label: results[label] for label in labels[:-1]}
+    artifacts.write_json(out_dir / METRICS_JSON, report)
+    if task != SEGMENTATION:
+        matrix = report["metrics"]["confusion_matrix"]
+        plots.save_confusion_matrix(matrix, list(index.class_names), out_dir / CONFUSION_PNG)
+    print_report(report, results, task, index.class_names, out_dir)
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def print_report(
+    report: dict, results: dict[str, dict], task: str, class_names: Sequence[str], out_dir: Path
+) -> None:
+    """One column per member (and the ensemble), one row per metric."""
+    files = report["data"]["files"]
+    console.print(f"[bold]Evaluation on the {report['split']} split ({files} files)")
+    table = Table()
+    table.add_column("metric", style="bold")
+    for label in results:  # a run's last two path parts: <date>/<time> for Hydra's run dirs
+        table.add_column("/".join(Path(label).parts[-2:]), justify="right")
+    for name in TABLE_ROWS[task]:
+        if any(name in r for r in results.values()):
+            table.add_row(name, *(_fmt(r.get(name)) for r in results.values()))
+    per_class = ("iou", "dice") if task == SEGMENTATION else ("precision", "recall", "f1")
+    for cls in class_names:
+        for name in per_class:
+            if cls in next(iter(results.values()))["per_class"]:
+                table.add_row(
+                    f"{name} {cls}", *(_fmt(r["per_class"][cls][name]) for r in results.values())
+                )
+    console.print(table)
+    if task != SEGMENTATION:
+        console.print("[bold]Confusion matrix[/] (rows: true, columns: predicted)")
+        matrix = Table()
+        matrix.add_column("")
+        for cls in class_names:
+            matrix.add_column(cls, justify="right")
+        for cls, row in zip(class_names, report["metrics"]["confusion_matrix"]):
+            matrix.add_row(cls, *(str(v) for v in row))
+        console.print(matrix)
+    console.print(f"metrics written to {out_dir / METRICS_JSON}")

@@ -1,0 +1,54 @@
+"""Ctrl-C and SIGTERM during training: stop at the next safe point instead of mid-write.
+
+The handler only records the signal; a training callback raises `Interrupted` at the next
+batch or epoch boundary, when no file is being written, so the resume state on disk is the
+last completed epoch. A second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal; `exit_code` is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int, epoch: int):
+        self.signum, self.epoch = signum, epoch
+        super().__init__(f"{signal.Signals(signum).name} during epoch {epoch}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class SignalTrap:
+    """Which signal arrived, if any."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handle(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: the user means now
+        self.signum = signum
+
+
+@contextmanager
+def trap_signals() -> Iterator[SignalTrap]:
+    """Record SIGINT/SIGTERM while the block runs (main thread only; elsewhere a no-op)."""
+    trap = SignalTrap()
+    if threading.current_thread() is not threading.main_thread():
+        yield trap
+        return
+    previous = {s: signal.signal(s, trap.handle) for s in SIGNALS}
+    try:
+        yield trap
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

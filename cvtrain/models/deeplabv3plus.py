@@ -1,0 +1,57 @@
+"""DeepLabV3+: a keras.applications backbone, atrous spatial pyramid pooling, and a decoder.
+
+ASPP looks at the stride-16 backbone features at several dilation rates plus the image mean; the
+decoder upsamples that to the stride-4 (low-level) features, mixes both, and resizes to the
+input. Bilinear resizing to each map's exact size lets any image size the backbone takes work.
+`model.filters` is [ASPP/decoder channels, low-level projection channels] (the paper: 256, 48).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from cvtrain.config import ModelConfig
+from cvtrain.errors import ConfigError
+from cvtrain.models import scaled
+from cvtrain.models.backbones import load_backbone
+from cvtrain.models.blocks import bn_relu_conv, conv_block
+
+
+def aspp(
+    x: keras.KerasTensor, filters: int, rates: list[int], separable: bool
+) -> keras.KerasTensor:
+    """A 1x1 branch, one 3x3 branch per atrous rate, and image pooling, fused by a 1x1 conv."""
+    pooled = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    pooled = bn_relu_conv(pooled, filters, 1)
+    pooled = layers.UpSampling2D(size=tuple(x.shape[1:3]))(pooled)
+    branches = [bn_relu_conv(x, filters, 1)]
+    branches += [bn_relu_conv(x, filters, separable=separable, dilation_rate=r) for r in rates]
+    return bn_relu_conv(layers.Concatenate()([*branches, pooled]), filters, 1)
+
+
+def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    if len(cfg.filters) != 2:
+        raise ConfigError(
+            f"model=deeplabv3plus takes model.filters=[aspp_channels,low_level_channels] "
+            f"(e.g. [256,48]), got {list(cfg.filters)}"
+        )
+    filters, low_filters = scaled(cfg.filters, cfg.width)
+    backbone = load_backbone(
+        cfg.backbone, input_shape, cfg.weights, cfg.freeze_backbone, ("stride4", "stride16")
+    )
+    inputs = keras.Input(shape=input_shape, name="image")
+    low, high = backbone(inputs)
+    x = aspp(high, filters, list(cfg.atrous_rates), cfg.separable)
+    x = layers.Resizing(*low.shape[1:3], interpolation="bilinear")(x)
+    x = layers.Concatenate()([x, bn_relu_conv(low, low_filters, 1)])
+    x = conv_block(x, filters, separable=cfg.separable)
+    x = layers.BatchNormalization()(x)
+    x = layers.Activation("relu")(x)
+    if cfg.dropout:
+        x = layers.SpatialDropout2D(cfg.dropout)(x)
+    x = layers.Conv2D(num_classes, 1, name="logits")(x)
+    x = layers.Resizing(*input_shape[:2], interpolation="bilinear")(x)
+    # float32 softmax keeps mixed-precision training numerically stable.
+    outputs = layers.Activation("softmax", dtype="float32", name="mask")(x)
+    return keras.Model(inputs, outputs, name="deeplabv3plus")

@@ -1,0 +1,154 @@
+"""mode=predict: run a finished run (or an ensemble) on new images.
+
+Segmentation writes `masks/<name>.png` at each input's own resolution, valued class id +
+`predict.mask_offset` (by default the Oxford trimap values 1/2/3, so masks drop into the
+dataset's layout), and `overlays/<name>.png`. Classification writes `predictions.csv`
+(file, label, probability). Inputs that are not readable images are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.progress import track
+
+from cvtrain import artifacts, plots
+from cvtrain.config import RunConfig
+from cvtrain.console import console
+from cvtrain.data.index import SEGMENTATION, sniff_image
+from cvtrain.ensemble import SavedRun, load_runs, output_dir
+from cvtrain.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MASKS, OVERLAYS, CSV = "masks", "overlays", "predictions.csv"
+
+
+@dataclass
+class PredictResult:
+    output: Path
+    written: list[Path] = field(default_factory=list)  # masks, or the csv
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
+
+
+def run(cfg: RunConfig, overrides: Sequence[str], hydra_dir: Path) -> PredictResult:
+    files = expand_inputs(cfg.input or "")
+    runs = load_runs(cfg, overrides)
+    return predict(runs, files, output_dir(cfg, runs, hydra_dir, "predictions"))
+
+
+def expand_inputs(pattern: str) -> list[Path]:
+    """An image file, every file in a folder, or the files a glob matches (`**` recurses)."""
+    path = Path(pattern).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    else:
+        files = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
+    if not files:
+        raise DataError(
+            f"input={pattern} matches no files; give an image, a folder of images "
+            "or a quoted glob such as input='photos/*.jpg'"
+        )
+    return sorted(files)
+
+
+def check_unique_names(files: list[Path]) -> None:
+    """Masks are named after their image; two inputs must not write the same mask."""
+    clash = [stem for stem, n in Counter(f.stem for f in files).items() if n > 1]
+    if clash:
+        same = [str(f) for f in files if f.stem == clash[0]]
+        raise DataError(
+            f"input has {len(same)} files named {clash[0]}.* ({', '.join(same[:3])}), which "
+            "would write the same mask; predict them separately or narrow the glob"
+        )
+
+
+def predict(runs: list[SavedRun], files: list[Path], out_dir: Path) -> PredictResult:
+    cfg = runs[0].config
+    segmentation = cfg.task.name == SEGMENTATION
+    if segmentation:
+        check_unique_names(files)
+
+    import tensorflow as tf
+
+    from cvtrain.data.pipeline import read_image
+    from cvtrain.ensemble import average, class_probabilities
+    from cvtrain.serving import raw_predictor
+
+    models = [saved.load_model() for saved in runs]
+    predictors = [raw_predictor(model, segmentation) for model in models]
+    result = PredictResult(out_dir)
+    rows: list[tuple[str, str, float]] = []
+    for path in track(
+        files, description="predicting", console=console, disable=not console.is_terminal
+    ):
+        if sniff_image(path) is None:
+            result.skipped.append((path, "not a readable image (unknown format or truncated)"))
+            continue
+        try:
+            image = read_image(str(path)).numpy()
+        except tf.errors.InvalidArgumentError:
+            result.skipped.append((path, "cannot be decoded (truncated or corrupt)"))
+            continue
+        probs = average([class_probabilities(p(image[None]).numpy())[0] for p in predictors])
+        if segmentation:
+            result.written.append(write_mask(image, probs, path.stem, out_dir, cfg))
+        else:
+            label = int(probs.argmax())
+            rows.append((str(path), class_name(runs[0], label), float(probs[label])))
+    if not segmentation:
+        result.written.append(write_csv(rows, out_dir / CSV))
+    for path, why in result.skipped:
+        log.warning("skipped %s: %s", path, why)
+    report(result, segmentation, len(files))
+    return result
+
+
+def class_name(saved: SavedRun, label: int) -> str:
+    names = saved.class_names
+    return names[label] if names and label < len(names) else str(label)
+
+
+def write_mask(
+    image: np.ndarray, probs: np.ndarray, name: str, out_dir: Path, cfg: RunConfig
+) -> Path:
+    """The mask PNG (class id + offset) and the overlay PNG for one image."""
+    ids = probs.argmax(-1).astype(np.uint8)
+    mask_path = out_dir / MASKS / f"{name}.png"
+    mask = Image.fromarray(ids + np.uint8(cfg.predict.mask_offset))
+    artifacts.write_atomic(mask_path, lambda tmp: mask.save(tmp, format="PNG"))
+    blended = Image.fromarray(plots.overlay(image, ids, cfg.predict.overlay_alpha))
+    overlay_path = out_dir / OVERLAYS / f"{name}.png"
+    artifacts.write_atomic(overlay_path, lambda tmp: blended.save(tmp, format="PNG"))
+    return mask_path
+
+
+def write_csv(rows: list[tuple[str, str, float]], path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(("file", "label", "probability"))
+            writer.writerows((file, label, f"{p:.6f}") for file, label, p in rows)
+
+    artifacts.write_atomic(path, write)
+    return path
+
+
+def report(result: PredictResult, segmentation: bool, total: int) -> None:
+    done = total - len(result.skipped)
+    if segmentation:
+        where = f"{result.output / MASKS} (overlays in {result.output / OVERLAYS})"
+    else:
+        where = str(result.output / CSV)
+    skipped = f"; skipped {len(result.skipped)} unreadable" if result.skipped else ""
+    console.print(f"predicted {done} of {total} images -> {where}{skipped}")

@@ -1,0 +1,199 @@
+"""Download and extraction against a local HTTP server on 127.0.0.1 serving archives built here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cvtrain.data.download import Remote, extract, fetch
+from cvtrain.data.oxford_pets import download
+from cvtrain.errors import DataError
+
+
+class ArchiveServer:
+    """Serves `files` (path -> bytes) with Range support; paths in `cut_once` are cut off
+    half-way through their first full transfer, as a dropped connection would."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.cut_once: set[str] = set()
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_GET(self):
+                body = server.files.get(self.path)
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
+                if start >= len(body):
+                    self.send_error(416)
+                    return
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if self.path in server.cut_once and not start:
+                    server.cut_once.discard(self.path)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def remote(self, path: str, body: bytes, sha256: str | None = None) -> Remote:
+        self.files[path] = body
+        return Remote(self.url(path), sha256 or hashlib.sha256(body).hexdigest(), len(body))
+
+
+@pytest.fixture
+def server():
+    s = ArchiveServer()
+    s.thread.start()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+def make_tar(members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def link_member(name: str, target: str, kind: bytes = tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info, None
+
+
+# A dataset-like archive: ~300 kB of incompressible bytes, so a half transfer is a real cut.
+PAYLOAD = hashlib.sha256(b"seed").digest() * 10_000
+GOOD_TAR = make_tar(
+    [
+        file_member("images/a.jpg", PAYLOAD),
+        file_member("annotations/trimaps/a.png", b"mask"),
+    ],
+    mode="w",
+)
+
+
+def test_good_archive_downloads_verifies_and_extracts(server, tmp_path):
+    remote = server.remote("/data/images.tar.gz", GOOD_TAR)
+    download(tmp_path / "pets", (remote,))
+    assert (tmp_path / "pets" / "images" / "a.jpg").read_bytes() == PAYLOAD
+    assert (tmp_path / "pets" / "annotations" / "trimaps" / "a.png").read_bytes() == b"mask"
+    archive = tmp_path / "pets" / ".downloads" / "images.tar.gz"
+    assert archive.read_bytes() == GOOD_TAR
+    assert not archive.with_name("images.tar.gz.part").exists()
+    # A verified archive already on disk is not fetched again.
+    fetch(remote, archive.parent)
+    assert len(server.requests) == 1
+
+
+def test_wrong_checksum_is_refused_and_nothing_extracted(server, tmp_path):
+    remote = server.remote("/data/images.tar.gz", GOOD_TAR, sha256="0" * 64)
+    with pytest.raises(DataError, match="failed its checksum"):
+        download(tmp_path / "pets", (remote,))
+    downloads = tmp_path / "pets" / ".downloads"
+    assert list(downloads.iterdir()) == []  # neither the archive nor a .part is kept
+    assert sorted(p.name for p in (tmp_path / "pets").iterdir()) == [".downloads"]
+
+
+def test_download_cut_off_mid_transfer_is_resumed(server, tmp_path):
+    remote = server.remote("/data/images.tar.gz", GOOD_TAR)
+    server.cut_once.add("/data/images.tar.gz")
+    with pytest.raises(DataError, match="next run resumes it"):
+        download(tmp_path / "pets", (remote,))
+    part = tmp_path / "pets" / ".downloads" / "images.tar.gz.part"
+    assert part.stat().st_size == len(GOOD_TAR) // 2
+    assert not (tmp_path / "pets" / "images").exists()  # a partial archive is never extracted
+
+    download(tmp_path / "pets", (remote,))
+    assert server.requests[-1] == ("/data/images.tar.gz", f"bytes={len(GOOD_TAR) // 2}-")
+    assert (tmp_path / "pets" / "images" / "a.jpg").read_bytes() == PAYLOAD
+    assert not part.exists()
+
+
+def test_complete_part_file_left_by_a_crash_is_verified_not_refetched(server, tmp_path):
+    remote = server.remote("/data/images.tar.gz", GOOD_TAR)
+    downloads = tmp_path / ".downloads"
+    downloads.mkdir()
+    (downloads / "images.tar.gz.part").write_bytes(GOOD_TAR)  # killed before the rename
+    assert fetch(remote, downloads).read_bytes() == GOOD_TAR
+
+
+def test_unreachable_server_is_one_clear_error(tmp_path):
+    remote = Remote("http://127.0.0.1:9/none.tar", "0" * 64)
+    with pytest.raises(DataError, match="cannot download http://127.0.0.1:9/none.tar"):
+        fetch(remote, tmp_path, timeout=2)
+
+
+def zip_bytes(name: str, data: bytes, mode: int | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ok.txt", b"fine")
+        info = zipfile.ZipInfo(name)
+        if mode is not None:
+            info.external_attr = mode << 16
+        zf.writestr(info, data)
+    return buf.getvalue()
+
+
+MALICIOUS = {
+    "tar-dotdot.tar": make_tar([file_member("ok.txt", b"fine"), file_member("../evil", b"x")]),
+    "tar-absolute.tar": make_tar([file_member("ok.txt", b"x"), file_member("/tmp/evil", b"x")]),
+    "tar-symlink.tar": make_tar([link_member("images", "../../outside"), file_member("x", b"")]),
+    "tar-symlink-write.tar": make_tar(
+        [link_member("escape", "../outside"), file_member("escape/evil", b"x")]
+    ),
+    "tar-hardlink.tar": make_tar([link_member("h", "../outside/evil", tarfile.LNKTYPE)]),
+    "tar-device.tar": make_tar([link_member("dev", "", tarfile.CHRTYPE)]),
+    "zip-dotdot.zip": zip_bytes("../evil", b"x"),
+    "zip-absolute.zip": zip_bytes("/tmp/evil", b"x"),
+    "zip-symlink.zip": zip_bytes("escape", b"../outside", mode=0o120777),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALICIOUS))
+def test_malicious_archives_are_refused_and_write_nothing(server, tmp_path, name):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "data" / "pets"
+    target.mkdir(parents=True)
+    (target / "keep.txt").write_text("already here")
+    remote = server.remote(f"/{name}", MALICIOUS[name])
+
+    with pytest.raises(DataError, match=f"refusing to extract {name}"):
+        extract(fetch(remote, tmp_path / "downloads"), target)
+
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    assert list(outside.iterdir()) == []
+    written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
+    assert written == {"outside", "data", "data/pets", "data/pets/keep.txt", "downloads",
+                       f"downloads/{name}"}  # fmt: skip

@@ -1,0 +1,145 @@
+"""mode=evaluate: a checkpoint measured on its own validation split matches what training logged;
+ensembles report every member and their average."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_config, run_cli, tiny_segmentation, train_run
+
+from cvtrain import artifacts
+from cvtrain.ensemble import load_runs
+from cvtrain.errors import ConfigError
+from cvtrain.evaluate import evaluate, run
+from cvtrain.scores import classification_metrics, roc_auc, segmentation_metrics
+
+# Three epochs at a higher rate, so the model predicts more than the majority class.
+TRAINING = ("trainer.epochs=3", "optimizer.lr=3e-3")
+
+
+@pytest.fixture(scope="module")
+def runs(pets_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("evaluate")
+    return [
+        train_run(base / name, *tiny_segmentation(pets_root, *TRAINING, f"trainer.seed={seed}"))
+        for name, seed in (("run_a", 1), ("run_b", 2))
+    ]
+
+
+def evaluate_runs(*overrides: str) -> tuple:
+    cfg = make_config("mode=evaluate", *overrides)
+    return cfg, load_runs(cfg, overrides)
+
+
+def test_evaluating_the_checkpoint_reproduces_the_best_epoch_val_metrics(runs, tmp_path):
+    cfg = make_config("mode=evaluate", f"run={runs[0]}")
+    report = run(cfg, [], hydra_dir=tmp_path)
+    logged = artifacts.read_json(runs[0] / artifacts.METRICS)["best"]
+    got = report["metrics"]
+    for name in ("loss", "pixel_accuracy", "mean_iou"):
+        assert got[name] == pytest.approx(logged[f"val_{name}"], abs=1e-3), name
+    assert report["data"]["files"] == 8  # data.val_samples of the run
+    assert artifacts.read_json(runs[0] / "eval" / "metrics.json") == report
+    assert not list(tmp_path.iterdir())  # a single run's results go into the run itself
+
+
+def test_ignore_class_leaves_border_pixels_out(runs, tmp_path):
+    everything = evaluate(evaluate_runs(f"run={runs[0]}")[1], tmp_path / "all")["metrics"]
+    _, saved = evaluate_runs(f"run={runs[0]}", "eval.ignore_class=border")
+    scored = evaluate(saved, tmp_path / "no_border")["metrics"]
+    assert set(scored["per_class"]) == {"pet", "background"}
+    assert 0 < scored["pixels"] < everything["pixels"]
+    ious = [v["iou"] for v in scored["per_class"].values()]
+    assert scored["mean_iou"] == pytest.approx(np.mean(ious))
+    with pytest.raises(ConfigError, match="eval.ignore_class='tail'.*pet, background, border"):
+        evaluate(evaluate_runs(f"run={runs[0]}", "eval.ignore_class=tail")[1], tmp_path / "x")
+
+
+def test_ensemble_reports_each_member_and_their_average(runs, tmp_path, capsys):
+    cfg = make_config("mode=evaluate", f"run=[{runs[0]},{runs[1]}]")
+    report = run(cfg, [], hydra_dir=tmp_path)
+    out = capsys.readouterr().out
+    for name in ("run_a", "run_b", "ensemble", "mean_iou", "dice pet"):
+        assert name in out
+    members = report["members"]
+    assert list(members) == [str(runs[0]), str(runs[1])]
+    single = artifacts.read_json(runs[0] / artifacts.METRICS)["best"]["val_loss"]
+    assert members[str(runs[0])]["loss"] == pytest.approx(single, abs=1e-3)
+    # Averaging probabilities: by Jensen, the ensemble's cross-entropy is at most the members' mean.
+    assert report["metrics"]["loss"] <= np.mean([m["loss"] for m in members.values()]) + 1e-6
+    assert artifacts.read_json(tmp_path / "eval" / "metrics.json") == report
+
+
+def test_run_dir_errors_are_one_line_and_say_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="needs run=<run dir>"):
+        make_config("mode=evaluate")
+    with pytest.raises(ConfigError, match="not a cvtrain run dir"):
+        evaluate_runs(f"run={tmp_path}")
+
+
+def test_segmentation_metrics_by_hand():
+    # rows true, columns predicted: pet, background, border
+    matrix = np.array([[3, 1, 0], [1, 4, 1], [0, 2, 2]])
+    m = segmentation_metrics(matrix, nll=14.0, class_names=("pet", "background", "border"))
+    assert m["pixel_accuracy"] == pytest.approx(9 / 14)
+    assert m["loss"] == pytest.approx(1.0)
+    assert m["per_class"]["pet"] == pytest.approx({"iou": 3 / 5, "dice": 6 / 8})
+    assert m["per_class"]["background"]["iou"] == pytest.approx(4 / 9)
+    assert m["mean_iou"] == pytest.approx((3 / 5 + 4 / 9 + 2 / 5) / 3)
+    no_border = segmentation_metrics(matrix, 14.0, ("pet", "background", "border"), ignore=2)
+    assert no_border["pixel_accuracy"] == pytest.approx(7 / 10)
+    # background predicted on border pixels no longer counts; border predicted elsewhere does
+    assert no_border["per_class"]["background"]["iou"] == pytest.approx(4 / 7)
+    assert no_border["mean_iou"] == pytest.approx((3 / 5 + 4 / 7) / 2)
+
+
+def test_roc_auc_counts_ties_half():
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == pytest.approx(0.5)
+    assert roc_auc(np.array([1, 1]), np.array([0.2, 0.9])) is None
+
+
+def test_cli_evaluate_with_a_data_override_leaves_no_outputs_dir(runs, tmp_path):
+    done = run_cli("mode=evaluate", f"run={runs[1]}", "data.val_samples=4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = artifacts.read_json(runs[1] / "eval" / "metrics.json")
+    assert report["data"]["files"] == 4
+    assert "pixel_accuracy" in done.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_classification_reproduces_val_metrics_with_a_confusion_matrix(tmp_path):
+    run_dir = train_run(
+        tmp_path / "run",
+        "task=classification",
+        "data=synthetic_shapes",
+        f"data.root={tmp_path / 'shapes'}",
+        "data.num_samples=48",
+        "data.image_size=[32,32]",
+        "data.batch_size=16",
+        "model.width=0.25",
+        "trainer.epochs=2",
+    )
+    report = run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
+    logged = artifacts.read_json(run_dir / artifacts.METRICS)["best"]
+    got = report["metrics"]
+    assert got["loss"] == pytest.approx(logged["val_loss"], abs=1e-3)
+    assert got["accuracy"] == pytest.approx(logged["val_accuracy"], abs=1e-3)
+    (tn, fp), (fn, tp) = got["confusion_matrix"]
+    assert tn + fp + fn + tp == report["data"]["files"]
+    # Keras estimates AUC over threshold bins; ours is exact: allow one (positive, negative) pair.
+    pairs = (tn + fp) * (fn + tp)
+    assert got["roc_auc"] == pytest.approx(logged["val_auc"], abs=1 / pairs + 1e-6)
+    assert got["recall"] == pytest.approx(tp / (tp + fn))
+    assert (run_dir / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_multiclass_metrics_are_macro_averages():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]]  # predicted 0, 1, 1, 1, 2, 0
+    m = classification_metrics(labels, probs, ("a", "b", "c"))
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["b"] == pytest.approx({"precision": 2 / 3, "recall": 1, "f1": 0.8})
+    assert m["recall"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert "roc_auc" not in m

@@ -1,0 +1,119 @@
+"""mode=export: each format reloads, passes its parity check and takes raw uint8 images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_config, tiny_segmentation, train_run
+from PIL import Image
+
+from cvtrain.ensemble import load_runs
+from cvtrain.errors import ConfigError
+from cvtrain.export import TOLERANCE
+from cvtrain.export import run as export_run
+from cvtrain.predict import MASKS
+from cvtrain.predict import run as predict_run
+
+
+@pytest.fixture(scope="module")
+def seg_run(pets_root, tmp_path_factory):
+    # two narrow stages: TFLite conversion time grows with the graph
+    return train_run(
+        tmp_path_factory.mktemp("export") / "run",
+        *tiny_segmentation(pets_root, "model.filters=[16,32]", "trainer.epochs=1"),
+    )
+
+
+@pytest.fixture(scope="module")
+def photo(pets_root) -> np.ndarray:
+    """A real photo at its own size (not the model's), as raw uint8."""
+    return np.asarray(Image.open(next((pets_root / "images").glob("*.jpg"))).convert("RGB"))
+
+
+def export(run_dir, fmt: str, out):
+    return export_run(make_config("mode=export", f"run={run_dir}", f"format={fmt}"), [], out)
+
+
+def test_saved_model_serves_raw_images_like_predict(seg_run, photo, tmp_path):
+    import tensorflow as tf
+
+    result = export(seg_run, "saved_model", tmp_path)
+    assert result.path == seg_run / "export" / "saved_model"
+    assert result.max_abs_diff <= TOLERANCE["saved_model"]
+    loaded = tf.saved_model.load(str(result.path))
+    probs = loaded.signatures["serving_default"](images=tf.constant(photo[None]))["output_0"]
+    assert probs.shape == (1, *photo.shape[:2], 3)  # at the photo's own size
+    np.testing.assert_allclose(probs.numpy().sum(-1), 1, atol=1e-5)
+
+    # The served model and mode=predict give the same mask for the same photo.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(photo).save(folder / "photo.png")
+    cfg = make_config("mode=predict", f"run={seg_run}", f"input={folder}", f"output={tmp_path}")
+    predict_run(cfg, [], tmp_path)
+    mask = np.asarray(Image.open(tmp_path / MASKS / "photo.png"))
+    np.testing.assert_array_equal(mask, probs.numpy()[0].argmax(-1) + 1)
+
+
+def test_keras_file_loads_safely_and_takes_uint8_of_any_size(seg_run, photo, tmp_path):
+    import keras
+
+    result = export(seg_run, "keras", tmp_path)
+    assert result.max_abs_diff <= TOLERANCE["keras"]
+    loaded = keras.saving.load_model(result.path, safe_mode=True)
+    model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
+    probs = loaded.predict(photo[None], verbose=0)
+    assert probs.shape == (1, 32, 32, 3)  # resized to the training size
+    # Fed an image already at the training size, it is exactly the trained model.
+    at_size = photo[None, :32, :32]
+    np.testing.assert_allclose(
+        loaded.predict(at_size, verbose=0),
+        model.predict(at_size.astype(np.float32), verbose=0),
+        atol=1e-5,
+    )
+
+
+def test_tflite_runs_in_the_interpreter_within_tolerance(seg_run, photo, tmp_path):
+    import tensorflow as tf
+
+    from cvtrain.serving import raw_predictor
+
+    result = export(seg_run, "tflite", tmp_path)
+    assert result.path.suffix == ".tflite" and result.max_abs_diff <= TOLERANCE["tflite"]
+    runner = tf.lite.Interpreter(model_path=str(result.path)).get_signature_runner()
+    probs = runner(images=photo[None])["output_0"]
+    model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
+    expected = raw_predictor(model, segmentation=True)(photo[None]).numpy()
+    assert probs.shape == expected.shape == (1, *photo.shape[:2], 3)
+    np.testing.assert_allclose(probs, expected, atol=TOLERANCE["tflite"])
+
+
+def test_unknown_format_and_ensembles_fail_at_validation(tmp_path):
+    with pytest.raises(ConfigError, match="format='onnx' is not one of saved_model, keras, tflite"):
+        make_config("mode=export", f"run={tmp_path}", "format=onnx")
+    with pytest.raises(ConfigError, match="takes one run"):
+        make_config("mode=export", f"run=[{tmp_path},{tmp_path}]")
+
+
+def test_a_mixed_precision_run_exports_to_tflite_in_float32(pets_root, photo, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from cvtrain.serving import raw_predictor
+
+    overrides = ("model.filters=[16,32]", "trainer.epochs=1", "trainer.prediction_images=0")
+    try:
+        run_dir = train_run(
+            tmp_path / "run",
+            *tiny_segmentation(pets_root, *overrides, "trainer.precision=mixed_float16"),
+        )
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")  # training leaves its policy set
+    result = export(run_dir, "tflite", tmp_path / "out")
+    assert result.max_abs_diff <= TOLERANCE["tflite"]
+    runner = tf.lite.Interpreter(model_path=str(result.path)).get_signature_runner()
+    exported = runner(images=photo[None])["output_0"]
+    mixed = load_runs(make_config("mode=evaluate", f"run={run_dir}"))[0].load_model()
+    assert mixed.layers[2].dtype_policy.name == "mixed_float16"
+    # float16 rounding is all that separates the export from the run as trained
+    np.testing.assert_allclose(exported, raw_predictor(mixed, True)(photo[None]), atol=1e-2)

@@ -1,0 +1,150 @@
+"""mode=predict: masks at each input's own size with trimap values, overlays, predictions.csv,
+unreadable inputs skipped; and the whole chain on the real sample."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_config, tiny_segmentation, train_run
+from PIL import Image
+
+from cvtrain import artifacts
+from cvtrain.ensemble import load_runs
+from cvtrain.errors import DataError
+from cvtrain.evaluate import run as evaluate_run
+from cvtrain.predict import MASKS, OVERLAYS, expand_inputs
+from cvtrain.predict import run as predict_run
+
+
+@pytest.fixture(scope="module")
+def seg_run(pets_root, tmp_path_factory):
+    return train_run(tmp_path_factory.mktemp("predict") / "seg", *tiny_segmentation(pets_root))
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(pets_root, tmp_path_factory) -> tuple[Path, dict[str, tuple[int, int]]]:
+    """Images of several sizes and formats (one PNG named .jpg), a text file, a truncated JPEG."""
+    folder = tmp_path_factory.mktemp("inputs")
+    sizes = {}
+    for src in sorted((pets_root / "images").glob("*.jpg"))[:2]:
+        shutil.copy(src, folder / src.name)
+        width, height = Image.open(src).size
+        sizes[src.stem] = (height, width)
+    photo = Image.open(next((pets_root / "images").glob("*.jpg")))
+    photo.resize((77, 45)).save(folder / "lying_png.jpg", format="PNG")
+    photo.resize((30, 50)).save(folder / "small.gif")
+    photo.resize((32, 32)).save(folder / "model_size.png")
+    sizes.update(lying_png=(45, 77), small=(50, 30), model_size=(32, 32))
+    (folder / "notes.txt").write_text("not an image")
+    jpeg = (pets_root / "images" / f"{next(iter(sizes))}.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    return folder, sizes
+
+
+def predict(*overrides: str):
+    cfg = make_config("mode=predict", *overrides)
+    return predict_run(cfg, [], hydra_dir=Path(cfg.output))  # every test sets output=
+
+
+def test_masks_match_each_inputs_size_with_trimap_values(seg_run, mixed_folder, tmp_path):
+    folder, sizes = mixed_folder
+    result = predict(f"run={seg_run}", f"input={folder}", f"output={tmp_path}")
+    assert sorted(p.name for p, _ in result.skipped) == ["notes.txt", "truncated.jpg"]
+    assert sorted(p.stem for p in result.written) == sorted(sizes)
+    for stem, size in sizes.items():
+        mask = np.asarray(Image.open(tmp_path / MASKS / f"{stem}.png"))
+        assert mask.shape == size, stem
+        assert set(np.unique(mask)) <= {1, 2, 3}
+        assert np.asarray(Image.open(tmp_path / OVERLAYS / f"{stem}.png")).shape == (*size, 3)
+
+    # At the model's own size nothing is resized: the mask is the model's argmax + 1.
+    model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
+    image = np.asarray(Image.open(folder / "model_size.png").convert("RGB"), np.float32)
+    expected = model.predict(image[None], verbose=0)[0].argmax(-1) + 1
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / MASKS / "model_size.png")), expected
+    )
+
+
+def test_ensemble_of_one_run_twice_predicts_the_same_masks(seg_run, mixed_folder, tmp_path):
+    folder, _ = mixed_folder
+    pattern = f"input={folder}/*.jpg"
+    single = predict(
+        f"run={seg_run}", pattern, f"output={tmp_path / 'one'}", "predict.mask_offset=0"
+    )
+    both = predict(
+        f"run=[{seg_run},{seg_run}]", pattern, f"output={tmp_path / 'two'}", "predict.mask_offset=0"
+    )
+    assert [p.name for p in single.written] == [p.name for p in both.written]
+    for one, two in zip(single.written, both.written):
+        assert set(np.unique(np.asarray(Image.open(one)))) <= {0, 1, 2}
+        np.testing.assert_array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(two)))
+
+
+def test_classification_writes_predictions_csv(tmp_path_factory, tmp_path):
+    base = tmp_path_factory.mktemp("classify")
+    run_dir = train_run(
+        base / "run",
+        "task=classification",
+        "data=synthetic_shapes",
+        f"data.root={base / 'shapes'}",
+        "data.num_samples=48",
+        "data.image_size=[32,32]",
+        "data.batch_size=16",
+        "model.width=0.25",
+        "trainer.epochs=1",
+    )
+    images = sorted((base / "shapes").rglob("*.jpg"))[:4]
+    classes = artifacts.read_json(run_dir / artifacts.MANIFEST)["dataset"]["classes"]
+    glob = str(base / "shapes" / "**" / "*.jpg")
+    result = predict(f"run={run_dir}", f"input={glob}", f"output={tmp_path}")
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert result.written == [tmp_path / "predictions.csv"]
+    assert len(rows) == 48 and {r["file"] for r in rows} >= {str(p) for p in images}
+    assert {r["label"] for r in rows} <= set(classes)
+    assert all(0.5 <= float(r["probability"]) <= 1 for r in rows)  # the predicted class's
+
+
+def test_input_that_matches_nothing_says_so(tmp_path):
+    with pytest.raises(DataError, match="matches no files"):
+        expand_inputs(str(tmp_path / "*.jpg"))
+    with pytest.raises(Exception, match="needs input="):
+        make_config("mode=predict", f"run={tmp_path}")
+
+
+def test_real_sample_train_evaluate_predict(real_sample, tmp_path):
+    run_dir = train_run(
+        tmp_path / "run",
+        "task=segmentation",
+        "data=oxford_pets",
+        f"data.root={real_sample}",
+        "data.image_size=[64,64]",
+        "data.limit=48",
+        "data.val_samples=16",
+        "data.batch_size=16",
+        "model.width=0.25",
+        "trainer.epochs=1",
+        "trainer.prediction_images=0",
+    )
+    report = evaluate_run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
+    logged = artifacts.read_json(run_dir / artifacts.METRICS)["best"]
+    assert report["metrics"]["loss"] == pytest.approx(logged["val_loss"], abs=1e-3)
+
+    names = ["Abyssinian_34.jpg", "Abyssinian_5.jpg", "Abyssinian_1.jpg"]  # a GIF and a PNG
+    names += sorted(p.name for p in (real_sample / "images").glob("[a-z]*.jpg"))[:2]
+    folder = tmp_path / "five"
+    folder.mkdir()
+    for name in names:
+        (folder / name).symlink_to(real_sample / "images" / name)
+    result = predict(f"run={run_dir}", f"input={folder}", f"output={tmp_path / 'out'}")
+    assert len(result.written) == 5 and not result.skipped
+    for name in names:
+        width, height = Image.open(real_sample / "images" / name).size
+        mask = np.asarray(Image.open(tmp_path / "out" / MASKS / f"{Path(name).stem}.png"))
+        assert mask.shape == (height, width)
+        assert set(np.unique(mask)) <= {1, 2, 3}

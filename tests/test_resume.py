@@ -1,0 +1,191 @@
+"""Resume: a killed run continues from its last completed epoch; finished runs extend; a NaN
+stops with the best checkpoint kept; incompatible changes are refused."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CVTRAIN, make_config, run_cli, tiny_segmentation
+
+from cvtrain import artifacts, resume
+from cvtrain.errors import ConfigError
+
+
+def history_rows(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / artifacts.HISTORY
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train_in_process(root: Path, run_dir: Path, *extra: str):
+    from cvtrain.data.sources import load_split
+    from cvtrain.train import train
+
+    cfg = make_config(*tiny_segmentation(root, *extra))
+    split, _ = load_split(cfg.data, cfg.task.name)
+    return train(cfg, split, run_dir), cfg, split
+
+
+def start_cli(root: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    args = [*tiny_segmentation(root, *extra), f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(
+        [*CVTRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_rows(proc: subprocess.Popen, run_dir: Path, rows: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while len(history_rows(run_dir)) < rows:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.05)
+
+
+def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
+    import keras
+
+    from cvtrain.data.pipeline import build_dataset
+
+    model = keras.models.load_model(run_dir / artifacts.CHECKPOINT, safe_mode=True)
+    val = build_dataset(split.val, cfg.data, training=False, seed=0)
+    return float(model.evaluate(val, verbose=0)[0])
+
+
+def test_sigkill_after_epoch_2_of_4_then_resume_ends_at_epoch_4(pets_root, tmp_path):
+    run_dir = tmp_path / "run"
+    slow = ("trainer.epochs=4", "trainer.steps_per_epoch=12", "trainer.prediction_images=0")
+    proc = start_cli(pets_root, run_dir, *slow)
+    wait_for_rows(proc, run_dir, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = resume.load(run_dir)
+    assert saved is not None and saved.epoch in (1, 2, 3)  # the last epoch committed
+
+    done = run_cli(f"resume={run_dir}")  # the short form: the run's own overrides + run dir
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming after epoch" in done.stdout + done.stderr
+    rows = history_rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    val_losses = [float(r["val_loss"]) for r in rows]
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    assert metrics["best_epoch"] == val_losses.index(min(val_losses)) + 1
+    assert metrics["best_val_loss"] == pytest.approx(min(val_losses))
+    cfg = make_config(*tiny_segmentation(pets_root, *slow))
+    from cvtrain.data.sources import load_split
+
+    split, _ = load_split(cfg.data, cfg.task.name)
+    assert best_checkpoint_loss(run_dir, cfg, split) == pytest.approx(min(val_losses), rel=1e-3)
+
+
+def test_finished_run_extends_from_2_to_3_epochs_with_tensorboard_continued(pets_root, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    first, _, _ = train_in_process(pets_root, run_dir, "trainer.prediction_images=0")
+    assert resume.load(run_dir).epoch == 2  # the state outlives a finished run
+    best_before = first.best_val_loss
+
+    result, cfg, split = train_in_process(
+        pets_root, run_dir, "trainer.epochs=3", "trainer.prediction_images=0"
+    )
+    rows = history_rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert len(result.history["loss"]) == 3
+    assert result.best_val_loss <= best_before  # the best so far carried across the resume
+    assert resume.load(run_dir).epoch == 3
+    val_losses = [float(r["val_loss"]) for r in rows]
+    assert best_checkpoint_loss(run_dir, cfg, split) == pytest.approx(min(val_losses), rel=1e-3)
+
+    events = EventAccumulator(str(run_dir / "tensorboard" / "train"))
+    events.Reload()
+    tag = next(t for t in events.Tags()["tensors"] + events.Tags()["scalars"] if "loss" in t)
+    steps = sorted(
+        {e.step for e in (events.Tensors(tag) if tag in events.Tags()["tensors"] else [])}
+        | {e.step for e in (events.Scalars(tag) if tag in events.Tags()["scalars"] else [])}
+    )
+    assert steps == [0, 1, 2]
+
+    # Running the finished command again trains nothing and keeps the history.
+    train_in_process(pets_root, run_dir, "trainer.epochs=3", "trainer.prediction_images=0")
+    assert len(history_rows(run_dir)) == 3
+
+
+def test_nan_loss_stops_with_the_epoch_and_keeps_best_checkpoint(pets_root, tmp_path):
+    from cvtrain.resume_callbacks import NonFiniteLoss
+
+    run_dir = tmp_path / "run"
+    _, cfg, split = train_in_process(
+        pets_root, run_dir, "trainer.epochs=1", "trainer.prediction_images=0"
+    )
+    best = best_checkpoint_loss(run_dir, cfg, split)
+
+    with pytest.raises(NonFiniteLoss, match=r"in epoch 2 \(batch \d+\).*best.keras \(epoch 1"):
+        train_in_process(
+            pets_root,
+            run_dir,
+            "trainer.epochs=3",
+            "optimizer.lr=1e30",
+            "trainer.prediction_images=0",
+        )
+    assert best_checkpoint_loss(run_dir, cfg, split) == pytest.approx(best, rel=1e-5)
+    assert resume.load(run_dir).epoch == 1  # resumable from the last good epoch
+    assert len(history_rows(run_dir)) == 1
+
+    # With a sane learning rate the same run continues (the new lr is used, not the saved one).
+    result, _, _ = train_in_process(
+        pets_root, run_dir, "trainer.epochs=2", "trainer.prediction_images=0"
+    )
+    assert len(result.history["loss"]) == 2
+
+
+def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
+    cfg = make_config(*tiny_segmentation(pets_root))
+    state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
+    state.fixed = resume.fixed_settings(cfg, 3)
+    resume.save(tmp_path, state)
+
+    assert resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), 3)
+    same_but_lr = make_config(
+        *tiny_segmentation(pets_root, "optimizer.lr=1e-4", "trainer.epochs=9")
+    )
+    assert resume.check_compatible(tmp_path, same_but_lr, 3).epoch == 1
+    wider = make_config(*tiny_segmentation(pets_root, "model.width=0.5"))
+    with pytest.raises(ConfigError, match=r"model.width=0.25 \(now 0.5\)"):
+        resume.check_compatible(tmp_path, wider, 3)
+    bigger = make_config(*tiny_segmentation(pets_root, "data.image_size=[48,48]"))
+    with pytest.raises(ConfigError, match=r"data.image_size=\[32, 32\] \(now \[48, 48\]\)"):
+        resume.check_compatible(tmp_path, bigger, 3)
+
+
+def test_history_rows_after_the_saved_state_are_dropped(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
+    resume.trim_history(path, 2)
+    assert path.read_text().splitlines() == ["epoch,loss", "0,1.0", "1,0.9"]
+    resume.trim_history(path, 0)
+    assert not path.exists()
+
+
+def test_resume_short_form_reuses_saved_overrides(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "- data=synthetic_pets\n- trainer.epochs=2\n- model.width=0.25\n"
+    )
+    argv = resume.expand_resume_arg([f"resume={run}", "trainer.epochs=5"])
+    assert argv == [
+        "data=synthetic_pets",
+        "model.width=0.25",
+        "trainer.epochs=5",
+        f"hydra.run.dir={run.resolve()}",
+    ]
+    with pytest.raises(ConfigError, match="not a cvtrain run dir"):
+        resume.expand_resume_arg([f"resume={tmp_path}"])
+    assert resume.expand_resume_arg(["trainer.epochs=5"]) == ["trainer.epochs=5"]

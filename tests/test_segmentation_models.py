@@ -1,0 +1,195 @@
+"""U-Net, DeepLabV3+ and keras.applications backbones: shapes, parameters, weights, training."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import make_config, run_cli, tiny_segmentation
+
+from cvtrain.config import BACKBONES, ModelConfig
+from cvtrain.errors import ConfigError
+from cvtrain.models import build_model
+from cvtrain.models.backbones import BACKBONES as BACKBONE_SPECS
+from cvtrain.models.backbones import load_backbone
+
+
+def unet_params(filters: list[int], channels: int, classes: int) -> int:
+    """A plain U-Net's parameters counted by hand: BN-ReLU-Conv3x3 units, 2x2 transposed convs."""
+
+    def block(cin: int, f: int) -> int:  # two units; BN holds 4 values per input channel
+        return 4 * cin + 9 * cin * f + 4 * f + 9 * f * f
+
+    total, cin = 0, channels
+    for f in filters:
+        total, cin = total + block(cin, f), f
+    total, cin = total + block(cin, 2 * cin), 2 * cin
+    for f in reversed(filters):
+        total, cin = total + 4 * cin * f + block(2 * f, f), f
+    return total + 4 * cin + cin * classes + classes
+
+
+@pytest.mark.parametrize("size", [(32, 32), (36, 20)])  # 36x20 is not divisible by 2^3
+def test_unet_output_matches_input_and_parameters_match_hand_count(size):
+    model = build_model(ModelConfig(name="unet", filters=[4, 8, 16]), (*size, 3), 3)
+    assert model.output.shape == (None, *size, 3)
+    assert model.count_params() == unet_params([4, 8, 16], 3, 3)
+    probs = model.predict(np.zeros((1, *size, 3), "float32"), verbose=0)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_unet_variants_keep_shapes_and_change_parameters():
+    counts = {}
+    for separable in (False, True):
+        for residual in (False, True):
+            cfg = ModelConfig(name="unet", filters=[8, 16], separable=separable, residual=residual)
+            for size in [(32, 32), (30, 45)]:
+                model = build_model(cfg, (*size, 3), 2)
+                assert model.output.shape == (None, *size, 2)
+            counts[separable, residual] = model.count_params()
+    assert counts[True, False] < counts[False, False]  # separable convs are cheaper
+    assert counts[False, True] > counts[False, False]  # residual 1x1 projections add weights
+    assert counts[True, True] > counts[True, False]
+    assert any(isinstance(layer, keras.layers.Add) for layer in model.layers)
+
+
+def test_unet_too_small_for_its_depth_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"at least \[16,16\].*fewer model.filters"):
+        build_model(ModelConfig(name="unet", filters=[4, 8, 16, 32]), (12, 40, 3), 3)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (72, 88)])  # 72x88 is not divisible by 32
+def test_deeplab_mobilenetv2_resizes_to_any_input(size):
+    cfg = ModelConfig(name="deeplabv3plus", backbone="mobilenetv2", filters=[16, 8], width=1.0)
+    model = build_model(cfg, (*size, 3), 3)
+    assert model.output.shape == (None, *size, 3)
+    backbone = model.get_layer("backbone")
+    # Head = ASPP (1x1, three atrous 3x3, pooling, fusion) + decoder; the backbone stops at
+    # block 13's expansion, so it holds fewer weights than the full MobileNetV2.
+    full = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(*size, 3))
+    assert 0 < backbone.count_params() < full.count_params()
+    assert [t.shape[1:3] for t in backbone.outputs] == [
+        (-(-size[0] // 4), -(-size[1] // 4)),
+        (-(-size[0] // 16), -(-size[1] // 16)),
+    ]
+    assert model.count_params() == build_model(cfg, (96, 96, 3), 3).count_params()
+
+
+@pytest.mark.parametrize("name", ["resnet50", "xception"])
+def test_deeplab_other_backbones_build_at_their_smallest_size(name):
+    size = BACKBONE_SPECS[name].min_size
+    cfg = ModelConfig(name="deeplabv3plus", backbone=name, filters=[8, 8], atrous_rates=[1, 2])
+    model = build_model(cfg, (size, size, 3), 2)
+    assert model.output.shape == (None, size, size, 2)
+    if name == "resnet50":  # caffe preprocessing: RGB->BGR minus the ImageNet mean, frozen
+        conv = model.get_layer("backbone").get_layer("rgb_to_bgr_minus_mean")
+        pixel = conv(np.array([[[[200.0, 100.0, 50.0]]]], "float32")).numpy().ravel()
+        np.testing.assert_allclose(pixel, [50 - 103.939, 100 - 116.779, 200 - 123.68], rtol=1e-5)
+        assert not conv.trainable
+
+
+def test_backbone_errors_are_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"at least \[71,71\]"):
+        load_backbone("xception", (64, 64, 3))
+    with pytest.raises(ConfigError) as info:
+        load_backbone("mobilenetv2", (128, 128, 3), weights="imagenet")
+    message = str(info.value)
+    expected = (
+        tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5"
+    )
+    assert str(expected) in message and "model.weights=/path/to/" in message
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match=r"\[aspp_channels,low_level_channels\]"):
+        build_model(ModelConfig(name="deeplabv3plus", filters=[8, 8, 8]), (64, 64, 3), 2)
+
+
+def test_config_validates_backbone_weights_and_rates_before_tensorflow(tmp_path):
+    assert set(BACKBONES) == set(BACKBONE_SPECS)
+    with pytest.raises(ConfigError, match="model.backbone='vgg16' is not one of"):
+        make_config("model=deeplabv3plus", "model.backbone=vgg16")
+    with pytest.raises(ConfigError, match="is not a file; use none, imagenet"):
+        make_config("model=deeplabv3plus", f"model.weights={tmp_path / 'missing.h5'}")
+    with pytest.raises(ConfigError, match="model.atrous_rates"):
+        make_config("model=deeplabv3plus", "model.atrous_rates=[0,6]")
+    cfg = make_config("model=unet", "model.residual=true").model
+    assert (cfg.name, cfg.filters, cfg.residual) == ("unet", [32, 64, 128, 256], True)
+
+
+def test_backbone_loads_a_local_weights_file(tmp_path):
+    keras.utils.set_random_seed(1)
+    source = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    path = tmp_path / "mobilenetv2.weights.h5"
+    source.save_weights(path)
+    keras.utils.set_random_seed(2)
+    loaded = load_backbone("mobilenetv2", (32, 32, 3), weights=str(path), features=("stride16",))
+    layer = "block_13_expand"
+    got = loaded.get_layer("mobilenetv2_features").get_layer(layer).get_weights()[0]
+    np.testing.assert_array_equal(got, source.get_layer(layer).get_weights()[0])
+
+
+def _train_in_process(root, tmp_path, *extra):
+    from cvtrain.data.sources import load_split
+    from cvtrain.train import train
+
+    cfg = make_config(*tiny_segmentation(root, *extra))
+    split, _ = load_split(cfg.data, cfg.task.name)
+    return cfg, train(cfg, split, tmp_path)
+
+
+def test_frozen_backbone_is_unchanged_after_an_epoch_while_the_head_learns(pets_root, tmp_path):
+    from cvtrain.train import setup_runtime
+
+    cfg, result = _train_in_process(
+        pets_root,
+        tmp_path,
+        "model=deeplabv3plus",
+        "model.backbone=mobilenetv2",
+        "model.freeze_backbone=true",
+        "model.atrous_rates=[1,2]",
+        "trainer.epochs=1",
+        "trainer.prediction_images=0",
+    )
+    trained = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
+    setup_runtime(cfg.trainer)  # the same seed gives the same initial weights
+    initial = build_model(cfg.model, (32, 32, 3), 3)
+    before = initial.get_layer("backbone")
+    after = trained.get_layer("backbone")
+    assert not after.trainable and before.non_trainable_weights  # BN moving statistics included
+    for b, a in zip(before.weights, after.weights, strict=True):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=b.path)
+    head_before = initial.get_layer("logits").get_weights()[0]
+    assert not np.array_equal(head_before, trained.get_layer("logits").get_weights()[0])
+    assert np.isfinite(result.best_val_loss)
+
+
+def test_cli_trains_a_residual_separable_unet(pets_root, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        *tiny_segmentation(pets_root, "model=unet", "model.separable=true", "model.residual=true"),
+        "model.filters=[16,32]",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["best_val_loss"] is not None
+    model = keras.models.load_model(run_dir / "checkpoints" / "best.keras")
+    assert model.name == "unet"
+    assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 32, 32, 3)
+    assert 0 <= metrics["final"]["val_mean_iou"] <= 1
+
+
+def test_cli_reports_missing_imagenet_weights_in_one_line(pets_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    proc = run_cli(
+        *tiny_segmentation(pets_root, "model=deeplabv3plus", "model.backbone=mobilenetv2"),
+        "model.weights=imagenet",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("cvtrain: error:")]
+    assert len(lines) == 1 and "mobilenet_v2_weights" in lines[0] and "model.weights=" in lines[0]
