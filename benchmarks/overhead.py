@@ -29,7 +29,6 @@ BASE = [
     "task=segmentation",
     "data.image_size=[64,64]",
     "data.batch_size=16",
-    "data.limit=288",
     "data.val_samples=32",
     "data.cache=memory",
     "model.width=0.5",
@@ -84,9 +83,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--limit", type=int, default=451, help="samples; longer epochs amortise per-epoch saves"
+    )
     args = parser.parse_args()
 
-    cfg = make_config(*BASE, *data_overrides(), f"trainer.epochs={args.epochs}")
+    cfg = make_config(
+        *BASE, *data_overrides(), f"data.limit={args.limit}", f"trainer.epochs={args.epochs}"
+    )
     arrays = in_memory(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         results = alternate(

@@ -102,10 +102,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=SAMPLE)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=100, help="samples used (train + val)")
-    parser.add_argument("--val", type=int, default=20, help="validation samples")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=250, help="samples used (train + val)")
+    parser.add_argument("--val", type=int, default=50, help="validation samples")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "rmsprop", "sgd"))
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--bn-momentum", type=float, default=0.9, help="short budgets: keep BN statistics current"
+    )
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", type=Path, default=RESULTS / "segmentation_quality")
     args = parser.parse_args()
@@ -119,13 +124,16 @@ def main() -> None:
         f"data.val_samples={args.val}",
         f"data.batch_size={args.batch}",
         f"trainer.epochs={args.epochs}",
+        f"optimizer={args.optimizer}",
+        f"optimizer.lr={args.lr}",
+        f"model.bn_momentum={args.bn_momentum}",
         "trainer.precision=float32",
         "trainer.prediction_images=0",
     ]
     setup = (
         f"Oxford-Pets sample ({args.limit} of its pairs, seed-1337 split, {args.val} val), "
-        f"{args.size}x{args.size}, batch {args.batch}, {args.epochs} epochs, rmsprop lr 1e-3, "
-        "float32 on CPU; metrics of the final epoch."
+        f"{args.size}x{args.size}, batch {args.batch}, {args.epochs} epochs, {args.optimizer} lr "
+        f"{args.lr:g}, BN momentum {args.bn_momentum:g}, float32 on CPU; final-epoch metrics."
     )
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="cvtrain-segq-") as tmp:

@@ -123,3 +123,17 @@ def test_a_truncated_image_is_dropped_without_failing_the_epoch(pets_root, tmp_p
     ds = build_dataset(index, cfg.data, training=False, seed=0)
     seen = sum(int(x.shape[0]) for x, _ in ds)
     assert seen == 5
+
+
+def test_tf_data_autotune_follows_the_config_and_the_core_count(monkeypatch):
+    from cvtrain.data import pipeline
+
+    def enabled(*overrides):
+        return pipeline.pipeline_options(make_config(*overrides).data).autotune.enabled
+
+    assert enabled("data.autotune=true") is True
+    assert enabled("data.autotune=false") is False
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    assert enabled() is False  # on 2 cores the autotuner's threads slow training down
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    assert enabled() is True

@@ -28,3 +28,21 @@ def test_seg_convnet_refuses_sizes_it_cannot_reconstruct():
         ConfigError, match=r"divisible by 8, got \[180, 180\]; use data.image_size=\[176,176\]"
     ):
         build_model(make_config().model, (180, 180, 3), 3)
+
+
+def test_bn_momentum_reaches_every_batchnorm_nested_backbones_included():
+    import keras
+
+    def batchnorms(layer):
+        found = [layer] if isinstance(layer, keras.layers.BatchNormalization) else []
+        for child in getattr(layer, "layers", ()):
+            found += batchnorms(child)
+        return found
+
+    cfg = make_config(
+        "model=deeplabv3plus", "model.backbone=mobilenetv2", "model.bn_momentum=0.8"
+    ).model
+    model = build_model(cfg, (64, 64, 3), 3)
+    momenta = {bn.momentum for bn in batchnorms(model)}
+    assert momenta == {0.8}
+    assert any(isinstance(layer, keras.Model) for layer in model.layers)  # a nested backbone

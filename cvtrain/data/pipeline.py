@@ -7,6 +7,7 @@ Nothing holds the whole dataset in memory unless `data.cache=memory` asks for it
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import tensorflow as tf
@@ -47,10 +48,17 @@ def decode_mask(path: tf.Tensor, size: tuple[int, int], offset: int) -> tf.Tenso
     return tf.cast(mask, tf.int32) - offset
 
 
+AUTOTUNE_MIN_CORES = 5
+
+
 def pipeline_options(cfg: DataConfig) -> tf.data.Options:
-    """Autotuned parallelism and buffers; `data.deterministic=false` lets parallel maps reorder."""
+    """Autotuned parallelism and buffers where there are cores to spare (`data.autotune`);
+    `data.deterministic=false` lets parallel maps reorder."""
     options = tf.data.Options()
-    options.autotune.enabled = True
+    if cfg.autotune == "auto":
+        options.autotune.enabled = (os.cpu_count() or 1) >= AUTOTUNE_MIN_CORES
+    else:
+        options.autotune.enabled = cfg.autotune == "true"
     options.deterministic = cfg.deterministic
     return options
 

@@ -30,7 +30,19 @@ def build_model(
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}")
     module, func = MODELS[cfg.name].split(":")
-    return getattr(import_module(module), func)(cfg, input_shape, num_classes)
+    model = getattr(import_module(module), func)(cfg, input_shape, num_classes)
+    set_bn_momentum(model, cfg.bn_momentum)
+    return model
+
+
+def set_bn_momentum(layer: keras.Layer, momentum: float) -> None:
+    """One knob for every BatchNormalization, nested backbones included (saved with the model)."""
+    import keras
+
+    if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = momentum
+    for child in getattr(layer, "layers", ()):
+        set_bn_momentum(child, momentum)
 
 
 def scaled(filters: list[int], width: float) -> list[int]:
