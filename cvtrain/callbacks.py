@@ -20,9 +20,9 @@ from rich.progress import (
 
 from cvtrain.artifacts import atomic_path
 from cvtrain.console import console
-from cvtrain.ensemble import class_probabilities
 from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
 from cvtrain.scores import confusion
+from cvtrain.tasks import class_probabilities
 
 log = logging.getLogger(__name__)
 

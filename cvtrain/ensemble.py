@@ -106,18 +106,10 @@ def output_dir(cfg: RunConfig, runs: list[SavedRun], hydra_dir: Path, name: str)
     return (runs[0].path if len(runs) == 1 else hydra_dir) / name
 
 
-def class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """A model's output as per-class probabilities: one sigmoid unit becomes [1 - p, p]."""
-    import numpy as np
-
-    outputs = np.asarray(outputs, np.float32)
-    if outputs.shape[-1] == 1:
-        return np.concatenate([1 - outputs, outputs], axis=-1)
-    return outputs
-
-
 def member_probabilities(models: Sequence[keras.Model], images) -> list[np.ndarray]:
     """Each member's class probabilities for one batch of float32 0..255 images."""
+    from cvtrain.tasks import class_probabilities  # imports Keras: only once models exist
+
     return [class_probabilities(model.predict_on_batch(images)) for model in models]
 
 

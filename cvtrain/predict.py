@@ -82,8 +82,9 @@ def predict(runs: list[SavedRun], files: list[Path], out_dir: Path) -> PredictRe
     import tensorflow as tf
 
     from cvtrain.data.pipeline import read_image
-    from cvtrain.ensemble import average, class_probabilities
+    from cvtrain.ensemble import average
     from cvtrain.serving import raw_predictor
+    from cvtrain.tasks import class_probabilities
 
     models = [saved.load_model() for saved in runs]
     predictors = [raw_predictor(model, segmentation) for model in models]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def print_train_summary(result: TrainResult, task: str) -> None:
     table = Table(title="Training finished", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     best = result.best_epoch
     table.add_row("best epoch", f"{best} of {len(result.history.get('loss', []))}" if best else "-")
     table.add_row("best val_loss", f"{result.best_val_loss:.4f}" if best else "no finite val_loss")

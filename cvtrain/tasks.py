@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
 
@@ -27,3 +28,11 @@ def loss_and_metrics(task: str, num_classes: int) -> tuple[str, list[keras.metri
             keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         ]
     raise NotImplementedError(f"task {task!r} has no loss defined")
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """A model's output as per-class probabilities: one sigmoid unit becomes [1 - p, p]."""
+    outputs = np.asarray(outputs, np.float32)
+    if outputs.shape[-1] == 1:
+        return np.concatenate([1 - outputs, outputs], axis=-1)
+    return outputs

@@ -29,7 +29,6 @@ from cvtrain.config import OptimizerConfig, RunConfig, TrainerConfig
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
 from cvtrain.distribute import is_chief, make_strategy
-from cvtrain.ensemble import class_probabilities
 from cvtrain.errors import UserError
 from cvtrain.hparams import HParams, run_hparams
 from cvtrain.interrupt import trap_signals
@@ -41,7 +40,7 @@ from cvtrain.resume_callbacks import (
     StopOnSignal,
     restore,
 )
-from cvtrain.tasks import loss_and_metrics
+from cvtrain.tasks import class_probabilities, loss_and_metrics
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ def _blob(h: int, w: int, cy: float, cx: float, radius: float, rng: np.random.Ge
     return dist < radius * r
 
 
-def _texture(h: int, w: int, rng: np.random.Generator, freq: tuple[float, float]) -> np.ndarray:
+def wave_texture(h: int, w: int, rng: np.random.Generator, freq: tuple[float, float]) -> np.ndarray:
     """Sum of random oriented waves in [-1, 1]: low freq for backgrounds, high for fur."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     out = np.zeros((h, w), np.float32)
@@ -50,7 +50,7 @@ def _texture(h: int, w: int, rng: np.random.Generator, freq: tuple[float, float]
     return out / 3
 
 
-def _colour(rng: np.random.Generator) -> np.ndarray:
+def random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(40, 215, size=3).astype(np.float32)
 
 
@@ -58,14 +58,16 @@ def make_sample(index: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     """One (photo HxWx3, trimap HxW of 1/2/3) as uint8, deterministic in (index, seed)."""
     rng = np.random.default_rng([seed, index])
     h, w = (int(v) for v in rng.integers(128, 193, size=2))
-    background = _colour(rng)[None, None, :] + 45 * _texture(h, w, rng, (0.02, 0.12))[..., None]
+    background = (
+        random_colour(rng)[None, None, :] + 45 * wave_texture(h, w, rng, (0.02, 0.12))[..., None]
+    )
     radius = rng.uniform(0.18, 0.3) * min(h, w)
     cy, cx = rng.uniform(radius, h - radius), rng.uniform(radius, w - radius)
     pet = _blob(h, w, cy, cx, radius, rng)
     angle = rng.uniform(0, 2 * np.pi)
     hy, hx = cy + 0.95 * radius * np.sin(angle), cx + 0.95 * radius * np.cos(angle)
     pet |= _blob(h, w, hy, hx, radius * rng.uniform(0.45, 0.65), rng)
-    fur = _colour(rng)[None, None, :] + 35 * _texture(h, w, rng, (0.5, 1.2))[..., None]
+    fur = random_colour(rng)[None, None, :] + 35 * wave_texture(h, w, rng, (0.5, 1.2))[..., None]
     photo = np.where(pet[..., None], fur, background)
     photo += rng.normal(0, 12, size=photo.shape)
     photo = np.clip(photo, 0, 255).astype(np.uint8)

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from cvtrain.config import DataConfig
 from cvtrain.data.image_folder import index_folder
 from cvtrain.data.index import FileIndex
-from cvtrain.data.synthetic_pets import _colour, _texture, write_once
+from cvtrain.data.synthetic_pets import random_colour, wave_texture, write_once
 from cvtrain.errors import ConfigError
 from cvtrain.paths import dataset_root
 
@@ -52,8 +52,8 @@ def make_sample(index: int, num_classes: int, seed: int = SEED) -> tuple[np.ndar
     rng = np.random.default_rng([seed, index])
     label = index % num_classes
     h, w = (int(v) for v in rng.integers(64, 113, size=2))
-    paper = _colour(rng)
-    background = paper[None, None, :] + 25 * _texture(h, w, rng, (0.03, 0.2))[..., None]
+    paper = random_colour(rng)
+    background = paper[None, None, :] + 25 * wave_texture(h, w, rng, (0.03, 0.2))[..., None]
     mask = Image.new("L", (w, h), 0)
     for _ in range(int(rng.integers(1, 4))):  # a few shapes of the class, possibly overlapping
         radius = rng.uniform(0.2, 0.32) * min(h, w)
@@ -61,16 +61,18 @@ def make_sample(index: int, num_classes: int, seed: int = SEED) -> tuple[np.ndar
         polygon = _outline(SHAPES[label], rng) * radius + centre
         ImageDraw.Draw(mask).polygon([tuple(p) for p in polygon], fill=255)
     inside = np.asarray(mask)[..., None] > 0
-    ink = _colour(rng)
+    ink = random_colour(rng)
     while np.abs(ink - paper).max() < 70:  # the outlines must be visible
-        ink = _colour(rng)
-    fill = ink[None, None, :] + 15 * _texture(h, w, rng, (0.3, 1.0))[..., None]
+        ink = random_colour(rng)
+    fill = ink[None, None, :] + 15 * wave_texture(h, w, rng, (0.3, 1.0))[..., None]
     image = Image.fromarray(np.clip(np.where(inside, fill, background), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(0, 2))):  # strokes that cross shape and background alike
         ends = rng.uniform([0, 0, 0, 0], [w, h, w, h])
         draw.line(
-            list(ends), fill=tuple(int(c) for c in _colour(rng)), width=int(rng.integers(1, 4))
+            list(ends),
+            fill=tuple(int(c) for c in random_colour(rng)),
+            width=int(rng.integers(1, 4)),
         )
     pixels = np.asarray(image, np.float32) + rng.normal(0, 6, size=(h, w, 3))
     return np.clip(pixels, 0, 255).astype(np.uint8), label
