@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo demo-classification test test-fast lint tensorboard bench clean
+.PHONY: install demo demo-classification test lint tensorboard bench clean
 
 install: $(STAMP)
 

@@ -64,6 +64,7 @@ def discard_if_empty(run_dir: Path) -> None:
         p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()
     ):
         shutil.rmtree(run_dir, ignore_errors=True)
+        remove_empty_parents(run_dir)
 
 
 def run_train(cfg: RunConfig, run_dir: Path) -> float:
@@ -115,7 +116,6 @@ def run_on_saved(mode: str) -> Callable[[RunConfig, Path], None]:
             import_module(f"cvtrain.{mode}").run(cfg, HydraConfig.get().overrides.task, run_dir)
         finally:
             discard_if_empty(run_dir)
-            remove_empty_parents(run_dir)
 
     return run
 

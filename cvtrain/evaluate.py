@@ -22,12 +22,11 @@ from cvtrain.data.index import SEGMENTATION, FileIndex
 from cvtrain.data.sources import load_split
 from cvtrain.ensemble import SavedRun, load_runs, output_dir
 from cvtrain.errors import ConfigError, DataError
+from cvtrain.runs import fmt4
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"
-METRICS_JSON = "metrics.json"
-CONFUSION_PNG = "confusion_matrix.png"
 # Rows of the summary table, in order, per task (per-class rows follow).
 TABLE_ROWS = {
     SEGMENTATION: ("loss", "pixel_accuracy", "mean_iou", "mean_dice"),
@@ -54,6 +53,7 @@ def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
         split.train,
         images=split.train.images + split.val.images,
         targets=split.train.targets + split.val.targets,
+        subsets=(),
     )
 
 
@@ -105,7 +105,10 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
     scorer = PixelScorer if task == SEGMENTATION else LabelScorer
     scorers = [scorer(index.num_classes) for _ in labels]
 
-    ds = build_dataset(index, cfg.data, training=False, seed=cfg.trainer.seed)
+    # Evaluation reads every file once: no cache (a training run's disk cache may be stale).
+    ds = build_dataset(
+        index, replace(cfg.data, cache="none"), training=False, seed=cfg.trainer.seed
+    )
     steps = steps_per_epoch(len(index), cfg.data.batch_size)
     for images, targets in track(
         ds, total=steps, description="evaluating", console=console, disable=not console.is_terminal
@@ -127,16 +130,14 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
     }
     if len(runs) > 1:
         report["members"] = {label: results[label] for label in labels[:-1]}
-    artifacts.write_json(out_dir / METRICS_JSON, report)
+    artifacts.write_json(out_dir / artifacts.METRICS, report)
     if task != SEGMENTATION:
         matrix = report["metrics"]["confusion_matrix"]
-        plots.save_confusion_matrix(matrix, list(index.class_names), out_dir / CONFUSION_PNG)
+        plots.save_confusion_matrix(
+            matrix, list(index.class_names), out_dir / artifacts.CONFUSION_MATRIX
+        )
     print_report(report, results, task, index.class_names, out_dir)
     return report
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def print_report(
@@ -151,13 +152,13 @@ def print_report(
         table.add_column("/".join(Path(label).parts[-2:]), justify="right")
     for name in TABLE_ROWS[task]:
         if any(name in r for r in results.values()):
-            table.add_row(name, *(_fmt(r.get(name)) for r in results.values()))
+            table.add_row(name, *(fmt4(r.get(name)) for r in results.values()))
     per_class = ("iou", "dice") if task == SEGMENTATION else ("precision", "recall", "f1")
     for cls in class_names:
         for name in per_class:
             if cls in next(iter(results.values()))["per_class"]:
                 table.add_row(
-                    f"{name} {cls}", *(_fmt(r["per_class"][cls][name]) for r in results.values())
+                    f"{name} {cls}", *(fmt4(r["per_class"][cls][name]) for r in results.values())
                 )
     console.print(table)
     if task != SEGMENTATION:
@@ -169,4 +170,4 @@ def print_report(
         for cls, row in zip(class_names, report["metrics"]["confusion_matrix"]):
             matrix.add_row(cls, *(str(v) for v in row))
         console.print(matrix)
-    console.print(f"metrics written to {out_dir / METRICS_JSON}")
+    console.print(f"metrics written to {out_dir / artifacts.METRICS}")

@@ -1,6 +1,7 @@
 """mode=export: a finished run as a servable artefact, checked against the model in memory.
 
-Every format takes raw uint8 images of any size and resizes them as training did:
+Every format takes raw uint8 images of any size and resizes them (bilinear, as training does;
+the keras format skips training's rounding to uint8, a difference below one intensity step):
 - saved_model: signature `serving_default` (uint8 images -> probabilities; segmentation
   probabilities at each input's size) plus `serve` (float32 0..255 at the training size).
 - tflite: the `serving_default` signature, converted to TFLite builtins.

@@ -87,7 +87,8 @@ def metric_names(runs: list[Run]) -> list[str]:
     return list(dict.fromkeys(name for r in runs for name in r.metrics))
 
 
-def _fmt(value: float | None) -> str:
+def fmt4(value: float | None) -> str:
+    """A metric for a table: 4 decimals, '-' when missing."""
     return "-" if value is None else f"{value:.4f}"
 
 
@@ -101,10 +102,10 @@ def rows(runs: list[Run], root: Path) -> list[dict[str, str]]:
             "run": str(rel) if str(rel) != "." else run.path.name,
             "overrides": " ".join(diff),
             "status": run.status,
-            "best_val_loss": _fmt(run.best_val_loss),
+            "best_val_loss": fmt4(run.best_val_loss),
             "best_epoch": str(run.best_epoch or "-"),
         }
-        row.update({name: _fmt(run.metrics.get(name)) for name in names})
+        row.update({name: fmt4(run.metrics.get(name)) for name in names})
         row["error"] = run.error or ""
         row["path"] = str(run.path)
         out.append(row)

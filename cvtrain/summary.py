@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from cvtrain import artifacts
 from cvtrain.console import console
 from cvtrain.tasks import MAIN_METRICS
 
@@ -25,6 +26,6 @@ def print_train_summary(result: TrainResult, task: str) -> None:
         if best and values:
             table.add_row(f"val_{name}", f"{values[best - 1]:.4f}")
     table.add_row("run dir", str(result.run_dir))
-    table.add_row("checkpoint", str(result.run_dir / "checkpoints" / "best.keras"))
-    table.add_row("tensorboard", f"tensorboard --logdir {result.run_dir / 'tensorboard'}")
+    table.add_row("checkpoint", str(result.run_dir / artifacts.CHECKPOINT))
+    table.add_row("tensorboard", f"tensorboard --logdir {result.run_dir / artifacts.TENSORBOARD}")
     console.print(table)

@@ -162,17 +162,15 @@ def _train(
         ),
         HParams(run_dir / artifacts.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
     ]
-    samples = None
-    if cfg.trainer.prediction_images and task == SEGMENTATION:
+    samples = None  # a few fixed validation images for predictions.png (and TensorBoard)
+    if cfg.trainer.prediction_images:
         samples = sample_batch(val_ds, cfg.trainer.prediction_images)
-        log_dir = run_dir / artifacts.TENSORBOARD / "validation"
-        callbacks.append(PredictionImages(*samples, log_dir=log_dir))
+    val_log_dir = run_dir / artifacts.TENSORBOARD / "validation"
+    if samples is not None and task == SEGMENTATION:
+        callbacks.append(PredictionImages(*samples, log_dir=val_log_dir))
     confusion = None
     if task == CLASSIFICATION:
-        if cfg.trainer.prediction_images:
-            samples = sample_batch(val_ds, cfg.trainer.prediction_images)
-        log_dir = run_dir / artifacts.TENSORBOARD / "validation"
-        confusion = ConfusionMatrixImages(val_ds, list(split.train.class_names), log_dir)
+        confusion = ConfusionMatrixImages(val_ds, list(split.train.class_names), val_log_dir)
         callbacks.append(confusion)
     early_stopping = None
     if cfg.trainer.early_stopping.enabled:

@@ -46,3 +46,11 @@ def test_bn_momentum_reaches_every_batchnorm_nested_backbones_included():
     momenta = {bn.momentum for bn in batchnorms(model)}
     assert momenta == {0.8}
     assert any(isinstance(layer, keras.Model) for layer in model.layers)  # a nested backbone
+
+
+def test_an_unfrozen_backbone_keeps_its_fixed_preprocessing_frozen():
+    from cvtrain.models.backbones import load_backbone
+
+    backbone = load_backbone("resnet50", (32, 32, 3), "none", False)
+    assert backbone.trainable
+    assert not backbone.get_layer("rgb_to_bgr_minus_mean").trainable

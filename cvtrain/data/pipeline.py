@@ -101,7 +101,9 @@ def build_dataset(
     elif cfg.cache == "disk":
         assert cache_dir is not None, "disk cache needs a directory"
         cache_dir.mkdir(parents=True, exist_ok=True)
-        ds = ds.cache(str(cache_dir / ("train" if training else "val")))
+        # TF reuses any complete cache file: key it by the files and size it holds.
+        name = f"{'train' if training else 'val'}-{index.fingerprint()}-{size[0]}x{size[1]}"
+        ds = ds.cache(str(cache_dir / name))
     if training and cfg.cache != "none":
         ds = ds.shuffle(min(len(index), SHUFFLE_BUFFER_DECODED), seed=seed)
     ds = ds.batch(cfg.batch_size)

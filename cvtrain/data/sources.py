@@ -8,36 +8,45 @@ from importlib import import_module
 from pathlib import Path
 
 from cvtrain.config import DataConfig
-from cvtrain.data.index import FileIndex, Split, sniff_image, split_index
+from cvtrain.data.index import (
+    CLASSIFICATION,
+    SEGMENTATION,
+    FileIndex,
+    Split,
+    sniff_image,
+    split_index,
+)
 from cvtrain.errors import ConfigError, DataError
 
-# name -> "module:function"; imported on use so that one source's dependencies never slow another.
-SOURCES: dict[str, str] = {
-    "oxford_pets": "cvtrain.data.oxford_pets:load_index",
-    "synthetic_pets": "cvtrain.data.synthetic_pets:load_index",
-    "image_folder": "cvtrain.data.image_folder:load_index",
-    "cats_vs_dogs": "cvtrain.data.cats_vs_dogs:load_index",
-    "oxford_pets_species": "cvtrain.data.oxford_pets:load_species",
-    "oxford_pets_breeds": "cvtrain.data.oxford_pets:load_breeds",
-    "synthetic_shapes": "cvtrain.data.synthetic_shapes:load_index",
+# name -> (task, "module:function"); imported on use so one source's dependencies never slow
+# another, and the task is known before a source downloads or generates anything.
+SOURCES: dict[str, tuple[str, str]] = {
+    "oxford_pets": (SEGMENTATION, "cvtrain.data.oxford_pets:load_index"),
+    "synthetic_pets": (SEGMENTATION, "cvtrain.data.synthetic_pets:load_index"),
+    "image_folder": (CLASSIFICATION, "cvtrain.data.image_folder:load_index"),
+    "cats_vs_dogs": (CLASSIFICATION, "cvtrain.data.cats_vs_dogs:load_index"),
+    "oxford_pets_species": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_species"),
+    "oxford_pets_breeds": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_breeds"),
+    "synthetic_shapes": (CLASSIFICATION, "cvtrain.data.synthetic_shapes:load_index"),
 }
 
 
-def _loader(source: str) -> Callable[[DataConfig], FileIndex]:
+def _loader(source: str, task: str) -> Callable[[DataConfig], FileIndex]:
     if source not in SOURCES:
         raise ConfigError(f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}")
-    module, func = SOURCES[source].split(":")
+    source_task, target = SOURCES[source]
+    if source_task != task:
+        choices = ", ".join(name for name, (t, _) in SOURCES.items() if t == task)
+        raise ConfigError(
+            f"data={source} is a {source_task} dataset but task={task}; use one of: {choices}"
+        )
+    module, func = target.split(":")
     return getattr(import_module(module), func)
 
 
 def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
     """The source's index with files that are not images dropped; returns (index, dropped)."""
-    index = _loader(cfg.source)(cfg)
-    if index.task != task:
-        raise ConfigError(
-            f"data={cfg.source} is a {index.task} dataset but task={task}; "
-            f"pick a {task} data source (see `cvtrain --help`)"
-        )
+    index = _loader(cfg.source, task)(cfg)
     if cfg.mask_offset is not None:
         index = replace(index, mask_offset=cfg.mask_offset)
     readable = [sniff_image(path) is not None for path in index.images]

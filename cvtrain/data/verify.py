@@ -3,8 +3,8 @@
 Every image (and mask) is opened and fully decoded in parallel: empty, non-image, truncated and
 unreadable files, images without a mask, masks of another size and masks with values outside
 the classes are reported in a table and in `bad_files.txt`, then skipped (`data.on_bad=skip`)
-or refused (`data.on_bad=error`). A clean result is cached by the dataset's fingerprint (file
-list, sizes, mtimes), so the next run does not rescan. If most masks are out of range, the
+or refused (`data.on_bad=error`). Each scan's result is cached by the dataset's fingerprint
+(file list, sizes, mtimes), so the next run does not rescan. If most masks are out of range, the
 label mapping is wrong rather than the files: that is an error naming the mapping that fits.
 """
 

@@ -136,5 +136,6 @@ def load_backbone(
         base = keras.Model(base.input, outputs, name=f"{name}_features")
     inputs = keras.Input(shape=input_shape, name="image")
     backbone = keras.Model(inputs, base(preprocessing(spec.preprocessing, inputs)), name="backbone")
-    backbone.trainable = not freeze
+    if freeze:  # only ever switch off: `trainable = True` would unfreeze the fixed preprocessing
+        backbone.trainable = False
     return backbone
