@@ -44,10 +44,6 @@ from cvtrain.tasks import class_probabilities, loss_and_metrics
 
 log = logging.getLogger(__name__)
 
-# ignore_errors() (which drops unreadable files) hides the dataset size from Keras, which then
-# warns at the end of every first epoch; the warning is expected and says nothing useful.
-warnings.filterwarnings("ignore", message="Your input ran out of data")
-
 
 @dataclass
 class TrainResult:
@@ -189,7 +185,10 @@ def _train(
     epochs = initial_epoch if state and state.stopped_early else cfg.trainer.epochs
     if initial_epoch >= epochs:
         log.info("nothing to train: %s has %d epochs done", run_dir, initial_epoch)
-    with trap_signals() as trap:
+    with trap_signals() as trap, warnings.catch_warnings():
+        # ignore_errors() (which drops unreadable files) hides the dataset size from Keras,
+        # which then warns after every first epoch; expected, and it says nothing useful.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
         try:
             if cfg.trainer.loop == "custom":  # runs under any strategy, multi-worker too
                 custom_loop.fit(
@@ -253,7 +252,7 @@ def write_reports(
         "final": {k: v[-1] for k, v in history.items()},
     }
     artifacts.write_json(run_dir / artifacts.METRICS, metrics)
-    plots.save_curves(read_history(run_dir / artifacts.HISTORY), run_dir / artifacts.CURVES)
+    plots.save_curves(history, run_dir / artifacts.CURVES)
     if samples is not None and task == SEGMENTATION:
         images, truths = samples
         probs = model.predict(images, verbose=0)

@@ -64,6 +64,21 @@ def tiny_segmentation(root: Path, *extra: str) -> list[str]:
     ]
 
 
+# Overrides for a seconds-long two-class run on generated shapes (later overrides win).
+def tiny_classification(root: Path, *extra: str) -> list[str]:
+    return [
+        "task=classification",
+        "data=synthetic_shapes",
+        f"data.root={root}",
+        "data.num_samples=48",
+        "data.image_size=[32,32]",
+        "data.batch_size=16",
+        "model.width=0.25",
+        "trainer.epochs=1",
+        *extra,
+    ]
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_config, run_cli
+from conftest import make_config, run_cli, tiny_classification
 from PIL import Image
 
 from cvtrain.config import AugmentConfig, ModelConfig
@@ -42,17 +42,7 @@ def jpeg(path: Path, size=(40, 40), mode="RGB", seed=0) -> bytes:
 
 
 def shapes_config(root: Path, *extra: str):
-    return make_config(
-        "task=classification",
-        "data=synthetic_shapes",
-        f"data.root={root}",
-        "data.num_samples=48",
-        "data.image_size=[32,32]",
-        "data.batch_size=16",
-        "model.width=0.25",
-        "trainer.epochs=1",
-        *extra,
-    )
+    return make_config(*tiny_classification(root, *extra))
 
 
 # --- models ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_config, run_cli, tiny_segmentation, train_run
+from conftest import make_config, run_cli, tiny_classification, tiny_segmentation, train_run
 
 from cvtrain import artifacts
 from cvtrain.ensemble import load_runs
@@ -110,15 +110,7 @@ def test_cli_evaluate_with_a_data_override_leaves_no_outputs_dir(runs, tmp_path)
 
 def test_classification_reproduces_val_metrics_with_a_confusion_matrix(tmp_path):
     run_dir = train_run(
-        tmp_path / "run",
-        "task=classification",
-        "data=synthetic_shapes",
-        f"data.root={tmp_path / 'shapes'}",
-        "data.num_samples=48",
-        "data.image_size=[32,32]",
-        "data.batch_size=16",
-        "model.width=0.25",
-        "trainer.epochs=2",
+        tmp_path / "run", *tiny_classification(tmp_path / "shapes", "trainer.epochs=2")
     )
     report = run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
     logged = artifacts.read_json(run_dir / artifacts.METRICS)["best"]

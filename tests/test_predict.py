@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_config, tiny_segmentation, train_run
+from conftest import make_config, tiny_classification, tiny_segmentation, train_run
 from PIL import Image
 
 from cvtrain import artifacts
@@ -87,17 +87,7 @@ def test_ensemble_of_one_run_twice_predicts_the_same_masks(seg_run, mixed_folder
 
 def test_classification_writes_predictions_csv(tmp_path_factory, tmp_path):
     base = tmp_path_factory.mktemp("classify")
-    run_dir = train_run(
-        base / "run",
-        "task=classification",
-        "data=synthetic_shapes",
-        f"data.root={base / 'shapes'}",
-        "data.num_samples=48",
-        "data.image_size=[32,32]",
-        "data.batch_size=16",
-        "model.width=0.25",
-        "trainer.epochs=1",
-    )
+    run_dir = train_run(base / "run", *tiny_classification(base / "shapes"))
     images = sorted((base / "shapes").rglob("*.jpg"))[:4]
     classes = artifacts.read_json(run_dir / artifacts.MANIFEST)["dataset"]["classes"]
     glob = str(base / "shapes" / "**" / "*.jpg")
