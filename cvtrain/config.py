@@ -7,6 +7,7 @@ keys, wrong types and out-of-range values fail fast with one readable line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +15,22 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain.errors import ConfigError
+from cvtrain.models import MODELS, check_model
+from cvtrain.models.backbone_specs import BACKBONES
 
 TASKS = ("segmentation", "classification")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")
 CACHES = ("none", "memory", "disk")
-BACKBONES = ("xception", "resnet50", "mobilenetv2")  # models.backbones.BACKBONES
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
 # cli.MODES maps each to its function
 MODES = ("train", "evaluate", "predict", "export", "runs", "verify_data")
 RUN_MODES = ("evaluate", "predict", "export")  # modes that load finished runs (`run=`)
-EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+EXPORT_FORMATS = ("saved_model", "keras", "tflite", "onnx")
+# Export formats that need an optional extra: format -> (modules, extra)
+EXPORT_EXTRAS = {"onnx": (("tf2onnx", "onnxruntime"), "onnx")}
 EVAL_SPLITS = ("val", "train", "all")
 
 
@@ -138,7 +142,8 @@ class ModelConfig:
         _check(min(self.filters) >= 1, "model.filters", f"{list(self.filters)} must be >= 1")
         _check(self.width > 0, "model.width", f"{self.width} must be > 0")
         _check(0 <= self.dropout < 1, "model.dropout", f"{self.dropout} must be in [0, 1)")
-        _choice(self.backbone, "model.backbone", BACKBONES)
+        _choice(self.name, "model.name", tuple(MODELS))
+        _choice(self.backbone, "model.backbone", tuple(BACKBONES))
         _check(
             self.weights in ("none", "imagenet") or Path(self.weights).expanduser().is_file(),
             "model.weights",
@@ -275,6 +280,16 @@ class RunConfig:
         _choice(self.mode, "mode", MODES)
         _choice(self.format, "format", EXPORT_FORMATS)
         self.run = _run_dirs(self.run, self.mode)
+        if self.mode == "train":  # the model must fit the data and the task, before TF loads
+            check_model(self.model, tuple(self.data.image_size), self.task.name)
+        if self.mode == "export" and self.format in EXPORT_EXTRAS:
+            modules, extra = EXPORT_EXTRAS[self.format]
+            missing = [m for m in modules if find_spec(m) is None]
+            _check(
+                not missing,
+                "format",
+                f"{self.format} needs {', '.join(missing)}: pip install 'cvtrain[{extra}]'",
+            )
         if self.mode == "predict":
             _check(bool(self.input), "input", "null: mode=predict needs input=<image|folder|glob>")
 

@@ -5,7 +5,9 @@ the keras format skips training's rounding to uint8, a difference below one inte
 - saved_model: signature `serving_default` (uint8 images -> probabilities; segmentation
   probabilities at each input's size) plus `serve` (float32 0..255 at the training size).
 - tflite: the `serving_default` signature, converted to TFLite builtins.
-- keras: a .keras model, Resizing + the trained model (output at the training size).
+- onnx: the same function as an ONNX graph (tf2onnx; input `images`, any height and width),
+  checked through onnxruntime. Needs the `onnx` extra.
+- keras: a .keras model, a resize op + the trained model (output at the training size).
 Exports compute in float32, also for a mixed-precision run. The exported file is reloaded and
 its outputs compared with the in-memory model on a batch.
 """
@@ -32,8 +34,14 @@ from cvtrain.ensemble import SavedRun, load_runs, output_dir
 log = logging.getLogger(__name__)
 
 # Largest |exported - in-memory| allowed per probability (TFLite kernels round differently).
-TOLERANCE = {"saved_model": 1e-5, "keras": 1e-5, "tflite": 1e-4}
-FILENAMES = {"saved_model": "saved_model", "keras": "model.keras", "tflite": "model.tflite"}
+TOLERANCE = {"saved_model": 1e-5, "keras": 1e-5, "tflite": 1e-4, "onnx": 1e-4}
+FILENAMES = {
+    "saved_model": "saved_model",
+    "keras": "model.keras",
+    "tflite": "model.tflite",
+    "onnx": "model.onnx",
+}
+ONNX_OPSET = 17  # onnxruntime >= 1.14 runs it; Resize with half-pixel centres as tf.image.resize
 PARITY_SEED = 0
 
 
@@ -71,6 +79,8 @@ def export(saved: SavedRun, fmt: str, out_dir: Path) -> ExportResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "keras":
         diff = export_keras(model, size, path, batches)
+    elif fmt == "onnx":
+        diff = export_onnx(predict_raw, path, batches)
     else:
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".saved_model-") as tmp:
             saved_model = Path(tmp) / "saved_model"
@@ -125,7 +135,8 @@ def check_saved_model(path: Path, model, predict_raw: Callable, batches) -> floa
     loaded = tf.saved_model.load(str(path))
     serve, raw = loaded.signatures["serve"], loaded.signatures["serving_default"]
     at_size = batches[0].astype(np.float32)
-    diffs = [_max_diff(serve(inputs=tf.constant(at_size))["output_0"], model(at_size))]
+    expected = model(at_size, training=False)
+    diffs = [_max_diff(serve(inputs=tf.constant(at_size))["output_0"], expected)]
     diffs += [_max_diff(raw(images=tf.constant(b))["output_0"], predict_raw(b)) for b in batches]
     return max(diffs)
 
@@ -146,17 +157,36 @@ def export_tflite(saved_model: Path, predict_raw: Callable, path: Path, batches)
     return max(_max_diff(runner(images=b)["output_0"], predict_raw(b)) for b in batches)
 
 
+def export_onnx(predict_raw: Callable, path: Path, batches) -> float:
+    import onnxruntime
+    import tf2onnx
+
+    from cvtrain.serving import RAW_IMAGES
+
+    proto, _ = tf2onnx.convert.from_function(
+        predict_raw, input_signature=[RAW_IMAGES], opset=ONNX_OPSET
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return max(_max_diff(session.run(None, {"images": b})[0], predict_raw(b)) for b in batches)
+
+
 def export_keras(model, size, path: Path, batches) -> float:
     import keras
 
+    # An op, not the Resizing layer, which would put the model's BatchNormalization in training
+    # mode whenever the file is called without training=False (keras-team/keras#23166).
     images = keras.Input((None, None, 3), dtype="uint8", name="images")
-    resize = keras.layers.Resizing(*size, interpolation="bilinear", dtype="float32", name="resize")
-    resized = resize(images)
+    resized = keras.ops.image.resize(
+        keras.ops.cast(images, "float32"), size, interpolation="bilinear"
+    )
     full = keras.Model(images, model(resized), name=f"{model.name}_raw_input")
     with atomic_path(path) as tmp:
         full.save(tmp)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    return max(_max_diff(loaded.predict(b, verbose=0), full.predict(b, verbose=0)) for b in batches)
+    # Called plainly, as a user would: the file must infer without being told training=False.
+    return max(_max_diff(loaded(b), full.predict(b, verbose=0)) for b in batches)
 
 
 USAGE = {
@@ -170,6 +200,10 @@ USAGE = {
     "keras": (
         "load it:  m = keras.saving.load_model('{path}')\n"
         "          probs = m.predict(uint8_batch)  # any H x W; output at the training size"
+    ),
+    "onnx": (
+        "load it:  s = onnxruntime.InferenceSession('{path}')\n"
+        "          probs = s.run(None, {{'images': uint8_batch}})[0]  # any H x W"
     ),
     "tflite": (
         "load it:  it = tf.lite.Interpreter(model_path='{path}')  (or ai_edge_litert)\n"

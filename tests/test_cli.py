@@ -34,6 +34,8 @@ sys.exit(code)
         ("trainer.epochs=abc", "trainer.epochs"),
         ("model=nope", "unknown model 'nope'; choose one of:"),
         ("trainer.epochz=3", "unknown key 'trainer.epochz'"),
+        ("data.image_size=[180,180]", "seg_convnet with 3 stages needs data.image_size divisible"),
+        ("model=mini_xception", "model=mini_xception is a classification model"),
     ],
 )
 def test_bad_override_fails_with_one_line_before_tensorflow(override, fragment, tmp_path):

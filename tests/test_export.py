@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import make_config, tiny_segmentation, train_run
@@ -88,9 +90,39 @@ def test_tflite_runs_in_the_interpreter_within_tolerance(seg_run, photo, tmp_pat
     np.testing.assert_allclose(probs, expected, atol=TOLERANCE["tflite"])
 
 
-def test_unknown_format_and_ensembles_fail_at_validation(tmp_path):
-    with pytest.raises(ConfigError, match="format='onnx' is not one of saved_model, keras, tflite"):
+def test_onnx_takes_raw_uint8_of_any_size_like_predict(seg_run, photo, tmp_path):
+    import onnxruntime
+
+    from cvtrain.serving import raw_predictor
+
+    result = export(seg_run, "onnx", tmp_path)
+    assert result.path == seg_run / "export" / "model.onnx"
+    assert result.max_abs_diff <= TOLERANCE["onnx"]
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {"images": photo[None]})[0]
+    model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
+    expected = raw_predictor(model, segmentation=True)(photo[None]).numpy()
+    assert probs.shape == expected.shape == (1, *photo.shape[:2], 3)  # the photo's own size
+    np.testing.assert_allclose(probs, expected, atol=TOLERANCE["onnx"])
+
+
+def test_onnx_without_its_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    import cvtrain.config
+
+    real = cvtrain.config.find_spec
+    monkeypatch.setattr(
+        cvtrain.config, "find_spec", lambda name: None if name == "tf2onnx" else real(name)
+    )
+    message = "format=onnx needs tf2onnx: pip install 'cvtrain[onnx]'"
+    with pytest.raises(ConfigError, match=re.escape(message)):
         make_config("mode=export", f"run={tmp_path}", "format=onnx")
+
+
+def test_unknown_format_and_ensembles_fail_at_validation(tmp_path):
+    with pytest.raises(
+        ConfigError, match="format='pb' is not one of saved_model, keras, tflite, onnx"
+    ):
+        make_config("mode=export", f"run={tmp_path}", "format=pb")
     with pytest.raises(ConfigError, match="takes one run"):
         make_config("mode=export", f"run=[{tmp_path},{tmp_path}]")
 

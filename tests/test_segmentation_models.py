@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -193,3 +194,36 @@ def test_cli_reports_missing_imagenet_weights_in_one_line(pets_root, tmp_path, m
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("cvtrain: error:")]
     assert len(lines) == 1 and "mobilenet_v2_weights" in lines[0] and "model.weights=" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["model=deeplabv3plus", "data.image_size=[64,64]"], "at least [71,71], got [64, 64]"),
+        (
+            ["task=classification", "model=xception", "data.image_size=[64,64]"],
+            "model.backbone=xception needs data.image_size of at least [71,71], got [64, 64]",
+        ),
+        (["model=deeplabv3plus", "model.filters=[8,8,8]"], "model.filters=[aspp_channels,"),
+        (["model=unet", "data.image_size=[8,8]"], "at least [16,16], got [8, 8]"),
+        (["model=unet", "task=classification"], "task=classification needs one of"),
+    ],
+)
+def test_model_constraints_are_config_errors_before_any_model_is_built(overrides, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        make_config(*overrides)
+
+
+def test_deeplab_called_plainly_runs_in_inference_mode():
+    """No layer may turn BatchNormalization to training mode behind the caller's back (Keras
+    3.15's Resizing layer did: keras-team/keras#23166; this model showed it at once)."""
+    cfg = ModelConfig(name="deeplabv3plus", backbone="resnet50", filters=[16, 8])
+    model = build_model(cfg, (32, 32, 3), 3)
+    for layer in model._flatten_layers():  # moving statistics unlike any batch's
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(layer.moving_mean + 0.5)
+            layer.moving_variance.assign(layer.moving_variance * 3.0)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    inference = model(images, training=False)
+    np.testing.assert_allclose(model(images), inference, atol=1e-6)
+    assert not np.allclose(model(images, training=True), inference, atol=1e-3)  # BN matters

@@ -1,35 +1,109 @@
-"""Model registry: `model.name` -> builder(cfg, input_shape, num_classes) -> keras.Model.
+"""Model registry: `model.name` -> what it solves, what it needs, and its builder.
 
-Builders are imported on use, so naming a model never imports another model's code.
+Builders are imported on use, so naming a model never imports another model's code (or Keras);
+the constraints are plain Python, so config validation reports a model that cannot work at the
+requested size before TensorFlow loads, and `build_model` applies the very same check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from cvtrain.config import ModelConfig
+from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
 from cvtrain.errors import ConfigError
+from cvtrain.models.backbone_specs import check_backbone
 
 if TYPE_CHECKING:
     import keras
 
-MODELS: dict[str, str] = {
-    "seg_convnet": "cvtrain.models.seg_convnet:build",
-    "mini_xception": "cvtrain.models.mini_xception:build",
-    "residual_convnet": "cvtrain.models.residual_convnet:build",
-    "xception": "cvtrain.models.backbone_classifier:build",
-    "unet": "cvtrain.models.unet:build",
-    "deeplabv3plus": "cvtrain.models.deeplabv3plus:build",
+    from cvtrain.config import ModelConfig
+
+
+def scaled(filters: list[int], width: float) -> list[int]:
+    """Filter counts times the width multiplier (quick runs use width < 1)."""
+    return [max(1, round(f * width)) for f in filters]
+
+
+def _divisible_by_stages(cfg: ModelConfig, size: tuple[int, int]) -> None:
+    """Strided convolutions and transposed ones only reconstruct sizes divisible by 2^stages."""
+    factor = 2 ** len(cfg.filters)
+    if size[0] % factor or size[1] % factor:
+        fix = [max(factor, round(s / factor) * factor) for s in size]
+        raise ConfigError(
+            f"model={cfg.name} with {len(cfg.filters)} stages needs data.image_size divisible by "
+            f"{factor}, got [{size[0]}, {size[1]}]; use data.image_size=[{fix[0]},{fix[1]}]"
+        )
+
+
+def _at_least_one_pixel_deep(cfg: ModelConfig, size: tuple[int, int]) -> None:
+    smallest = 2 ** len(cfg.filters)
+    if min(size) < smallest:
+        raise ConfigError(
+            f"model={cfg.name} with {len(cfg.filters)} stages needs data.image_size of at least "
+            f"[{smallest},{smallest}], got {list(size)}; use fewer model.filters"
+        )
+
+
+def _backbone(cfg: ModelConfig, size: tuple[int, int]) -> None:
+    check_backbone(cfg.backbone, size, cfg.weights)
+
+
+def _deeplab(cfg: ModelConfig, size: tuple[int, int]) -> None:
+    if len(cfg.filters) != 2:
+        raise ConfigError(
+            f"model=deeplabv3plus takes model.filters=[aspp_channels,low_level_channels] "
+            f"(e.g. [256,48]), got {list(cfg.filters)}"
+        )
+    _backbone(cfg, size)
+
+
+def _any_size(cfg: ModelConfig, size: tuple[int, int]) -> None:
+    """Global pooling heads take any size the data check allows."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    builder: str  # "module:function", imported on use
+    task: str  # the task whose outputs it produces
+    check: Callable[[ModelConfig, tuple[int, int]], None]  # raises ConfigError
+
+
+MODELS: dict[str, ModelSpec] = {
+    "seg_convnet": ModelSpec(
+        "cvtrain.models.seg_convnet:build", SEGMENTATION, _divisible_by_stages
+    ),
+    "unet": ModelSpec("cvtrain.models.unet:build", SEGMENTATION, _at_least_one_pixel_deep),
+    "deeplabv3plus": ModelSpec("cvtrain.models.deeplabv3plus:build", SEGMENTATION, _deeplab),
+    "mini_xception": ModelSpec("cvtrain.models.mini_xception:build", CLASSIFICATION, _any_size),
+    "residual_convnet": ModelSpec(
+        "cvtrain.models.residual_convnet:build", CLASSIFICATION, _any_size
+    ),
+    "xception": ModelSpec("cvtrain.models.backbone_classifier:build", CLASSIFICATION, _backbone),
 }
+
+
+def check_model(cfg: ModelConfig, image_size: tuple[int, ...], task: str | None = None) -> None:
+    """Raise ConfigError if `cfg` cannot be built for this image size (and task)."""
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}")
+    spec = MODELS[cfg.name]
+    if task is not None and spec.task != task:
+        fitting = [name for name, other in MODELS.items() if other.task == task]
+        raise ConfigError(
+            f"model={cfg.name} is a {spec.task} model; task={task} needs one of "
+            f"{', '.join(fitting)}"
+        )
+    spec.check(cfg, (int(image_size[0]), int(image_size[1])))
 
 
 def build_model(
     cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int
 ) -> keras.Model:
-    if cfg.name not in MODELS:
-        raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}")
-    module, func = MODELS[cfg.name].split(":")
+    check_model(cfg, input_shape)
+    module, func = MODELS[cfg.name].builder.split(":")
     model = getattr(import_module(module), func)(cfg, input_shape, num_classes)
     set_bn_momentum(model, cfg.bn_momentum)
     return model
@@ -43,8 +117,3 @@ def set_bn_momentum(layer: keras.Layer, momentum: float) -> None:
         layer.momentum = momentum
     for child in getattr(layer, "layers", ()):
         set_bn_momentum(child, momentum)
-
-
-def scaled(filters: list[int], width: float) -> list[int]:
-    """Filter counts times the width multiplier (quick runs use width < 1)."""
-    return [max(1, round(f * width)) for f in filters]

@@ -3,6 +3,9 @@
 ASPP looks at the stride-16 backbone features at several dilation rates plus the image mean; the
 decoder upsamples that to the stride-4 (low-level) features, mixes both, and resizes to the
 input. Bilinear resizing to each map's exact size lets any image size the backbone takes work.
+Resizing is `keras.ops.image.resize`, not the Resizing layer: in Keras 3.15 that layer's default
+`training=True` leaks into the layers after it (keras-team/keras#23166), so a plain `model(x)`
+would run the decoder's BatchNormalization in training mode.
 `model.filters` is [ASPP/decoder channels, low-level projection channels] (the paper: 256, 48).
 """
 
@@ -12,7 +15,6 @@ import keras
 from keras import layers
 
 from cvtrain.config import ModelConfig
-from cvtrain.errors import ConfigError
 from cvtrain.models import scaled
 from cvtrain.models.backbones import load_backbone
 from cvtrain.models.blocks import bn_relu_conv, conv_block
@@ -31,11 +33,6 @@ def aspp(
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
-    if len(cfg.filters) != 2:
-        raise ConfigError(
-            f"model=deeplabv3plus takes model.filters=[aspp_channels,low_level_channels] "
-            f"(e.g. [256,48]), got {list(cfg.filters)}"
-        )
     filters, low_filters = scaled(cfg.filters, cfg.width)
     backbone = load_backbone(
         cfg.backbone, input_shape, cfg.weights, cfg.freeze_backbone, ("stride4", "stride16")
@@ -43,7 +40,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int)
     inputs = keras.Input(shape=input_shape, name="image")
     low, high = backbone(inputs)
     x = aspp(high, filters, list(cfg.atrous_rates), cfg.separable)
-    x = layers.Resizing(*low.shape[1:3], interpolation="bilinear")(x)
+    x = keras.ops.image.resize(x, tuple(low.shape[1:3]), interpolation="bilinear")
     x = layers.Concatenate()([x, bn_relu_conv(low, low_filters, 1)])
     x = conv_block(x, filters, separable=cfg.separable)
     x = layers.BatchNormalization()(x)
@@ -51,7 +48,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int)
     if cfg.dropout:
         x = layers.SpatialDropout2D(cfg.dropout)(x)
     x = layers.Conv2D(num_classes, 1, name="logits")(x)
-    x = layers.Resizing(*input_shape[:2], interpolation="bilinear")(x)
+    x = keras.ops.image.resize(x, tuple(input_shape[:2]), interpolation="bilinear")
     # float32 softmax keeps mixed-precision training numerically stable.
     outputs = layers.Activation("softmax", dtype="float32", name="mask")(x)
     return keras.Model(inputs, outputs, name="deeplabv3plus")

@@ -10,20 +10,11 @@ import keras
 from keras import layers
 
 from cvtrain.config import ModelConfig
-from cvtrain.errors import ConfigError
 from cvtrain.models import scaled
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     filters = scaled(cfg.filters, cfg.width)
-    factor = 2 ** len(filters)
-    height, width = input_shape[:2]
-    if height % factor or width % factor:
-        fix = [max(factor, round(s / factor) * factor) for s in (height, width)]
-        raise ConfigError(
-            f"model=seg_convnet with {len(filters)} stages needs data.image_size divisible by "
-            f"{factor}, got [{height}, {width}]; use data.image_size=[{fix[0]},{fix[1]}]"
-        )
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)
     for f in filters:  # each stage halves the resolution

@@ -12,7 +12,6 @@ import keras
 from keras import layers
 
 from cvtrain.config import ModelConfig
-from cvtrain.errors import ConfigError
 from cvtrain.models import scaled
 from cvtrain.models.blocks import conv_block
 
@@ -27,12 +26,6 @@ def crop_to(x: keras.KerasTensor, like: keras.KerasTensor) -> keras.KerasTensor:
 
 def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     filters = scaled(cfg.filters, cfg.width)
-    smallest = 2 ** len(filters)
-    if min(input_shape[:2]) < smallest:
-        raise ConfigError(
-            f"model=unet with {len(filters)} stages needs data.image_size of at least "
-            f"[{smallest},{smallest}], got {list(input_shape[:2])}; use fewer model.filters"
-        )
     variant = {"separable": cfg.separable, "residual": cfg.residual}
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)

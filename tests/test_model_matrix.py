@@ -1,0 +1,120 @@
+"""Every model through every mode: one tiny training epoch, then evaluate, predict and export in
+every format with its parity check. `pytest -s` prints the parity figure of each export."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from conftest import make_config, tiny_classification, tiny_segmentation, train_run
+from PIL import Image
+
+from cvtrain import artifacts
+from cvtrain.config import EXPORT_FORMATS
+from cvtrain.ensemble import load_runs
+from cvtrain.evaluate import run as evaluate_run
+from cvtrain.export import TOLERANCE
+from cvtrain.export import run as export_run
+from cvtrain.predict import CSV, MASKS
+from cvtrain.predict import run as predict_run
+
+pytestmark = pytest.mark.slow
+
+SEGMENTATION = {
+    "seg_convnet": ["model=seg_convnet", "model.filters=[8,16]"],
+    "unet": ["model=unet", "model.filters=[8,16]"],
+    "unet_separable_residual": [
+        "model=unet",
+        "model.filters=[8,16]",
+        "model.separable=true",
+        "model.residual=true",
+    ],
+    **{
+        f"deeplabv3plus_{backbone}": [
+            "model=deeplabv3plus",
+            f"model.backbone={backbone}",
+            "model.filters=[16,8]",
+            "model.atrous_rates=[1,2]",
+            f"data.image_size=[{size},{size}]",
+        ]
+        for backbone, size in (("mobilenetv2", 32), ("resnet50", 32), ("xception", 72))
+    },
+}
+CLASSIFICATION = {
+    "mini_xception": ["model=mini_xception"],
+    "residual_convnet": ["model=residual_convnet", "model.width=0.5"],
+    "xception": ["model=xception", "data.image_size=[72,72]"],
+}
+# Small enough to keep the whole matrix to a few minutes: 16 training images, 8 validation.
+FEW = ("data.limit=24", "trainer.epochs=1", "trainer.precision=float32")
+
+
+@pytest.fixture(scope="module", params=[*SEGMENTATION, *CLASSIFICATION])
+def trained(request, pets_root, tmp_path_factory):
+    """(name, run dir, a folder of input photos) for each model, trained once."""
+    name = request.param
+    base = tmp_path_factory.mktemp(name)
+    if name in SEGMENTATION:
+        run_dir = train_run(base / "run", *tiny_segmentation(pets_root, *SEGMENTATION[name], *FEW))
+        photos = sorted((pets_root / "images").glob("*.jpg"))[:2]
+    else:
+        shapes = base / "shapes"
+        extra = (*CLASSIFICATION[name], *FEW, "data.batch_size=8")
+        run_dir = train_run(base / "run", *tiny_classification(shapes, *extra))
+        photos = sorted(shapes.rglob("*.jpg"))[:2]
+    inputs = base / "inputs"
+    inputs.mkdir()
+    for photo in photos:
+        (inputs / photo.name).write_bytes(photo.read_bytes())
+    return name, run_dir, inputs
+
+
+def test_train_writes_a_checkpoint_that_scores_its_best_epoch(trained):
+    _, run_dir, _ = trained
+    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    assert metrics["best_epoch"] == 1 and np.isfinite(metrics["best_val_loss"])
+    assert (run_dir / artifacts.CHECKPOINT).stat().st_size > 0
+
+
+def test_a_plain_call_of_the_checkpoint_is_inference(trained):
+    """No layer may switch the model into training mode: `model(x)` is `model(x, training=False)`
+    (a Resizing layer inside DeepLabV3+ once made its BatchNormalization use batch statistics)."""
+    _, run_dir, _ = trained
+    model = load_runs(make_config("mode=evaluate", f"run={run_dir}"))[0].load_model()
+    images = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype("f4")
+    np.testing.assert_allclose(model(images), model(images, training=False), atol=1e-6)
+
+
+def test_evaluate_reproduces_the_best_epochs_val_loss(trained, tmp_path):
+    _, run_dir, _ = trained
+    cfg = make_config("mode=evaluate", f"run={run_dir}", f"output={tmp_path}")
+    report = evaluate_run(cfg, [], tmp_path)
+    logged = artifacts.read_json(run_dir / artifacts.METRICS)
+    assert report["metrics"]["loss"] == pytest.approx(logged["best_val_loss"], abs=1e-3)
+
+
+def test_predict_writes_one_result_per_input(trained, tmp_path):
+    name, run_dir, inputs = trained
+    cfg = make_config("mode=predict", f"run={run_dir}", f"input={inputs}", f"output={tmp_path}")
+    predict_run(cfg, [], tmp_path)
+    photos = sorted(inputs.iterdir())
+    if name in SEGMENTATION:
+        for photo in photos:
+            mask = np.asarray(Image.open(tmp_path / MASKS / f"{photo.stem}.png"))
+            assert mask.shape == Image.open(photo).size[::-1]  # the photo's own size
+            assert set(np.unique(mask)) <= {1, 2, 3}
+    else:
+        with open(tmp_path / CSV, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["file"] for r in rows] == [str(p) for p in photos]
+        assert all(0.5 <= float(r["probability"]) <= 1 for r in rows)
+
+
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+def test_export_passes_its_parity_check(trained, fmt, tmp_path):
+    name, run_dir, _ = trained
+    cfg = make_config("mode=export", f"run={run_dir}", f"format={fmt}", f"output={tmp_path}")
+    result = export_run(cfg, [], tmp_path)
+    print(f"\nparity {name} {fmt}: max |exported - in-memory| = {result.max_abs_diff:.2e}")
+    assert result.path.exists() and result.max_abs_diff <= TOLERANCE[fmt]
