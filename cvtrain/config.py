@@ -32,6 +32,7 @@ EXPORT_FORMATS = ("saved_model", "keras", "tflite", "onnx")
 # Export formats that need an optional extra: format -> (modules, extra)
 EXPORT_EXTRAS = {"onnx": (("tf2onnx", "onnxruntime"), "onnx")}
 EVAL_SPLITS = ("val", "train", "all")
+TRACKERS = ("none", "mlflow")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -223,6 +224,28 @@ class TrainerConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking besides TensorBoard (always on): none, or mlflow (cvtrain.tracking).
+
+    The default URI is a SQLite database in the current directory, MLflow's own default (its
+    file store, file:./mlruns, is in maintenance mode: MLflow 3.17 opens it only with
+    MLFLOW_ALLOW_FILE_STORE=true).
+    """
+
+    name: str = "none"
+    uri: str = "sqlite:///mlflow.db"  # any MLflow tracking URI: http://host:5000, sqlite:///...
+    experiment: str = "cvtrain"
+    # Where a new experiment keeps its artefacts; null = MLflow's default (./mlruns for a
+    # database URI, the server's own store for http). An existing experiment keeps its own.
+    artifact_location: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "tracking.name", TRACKERS)
+        _check(bool(self.uri.strip()), "tracking.uri", "'' is empty; e.g. http://127.0.0.1:5000")
+        _check(bool(self.experiment.strip()), "tracking.experiment", "'' is empty")
+
+
+@dataclass
 class EvalConfig:
     """mode=evaluate: the split to measure and a class whose true pixels are not scored."""
 
@@ -268,6 +291,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: Any = None  # evaluate/predict/export: a run dir, or a list of them (an ensemble)
     input: str | None = None  # predict: an image file, a folder or a glob
     output: str | None = None  # evaluate/predict/export: where to write (default: in the run)

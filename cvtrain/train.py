@@ -11,6 +11,7 @@ import logging
 import math
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cvtrain import artifacts, custom_loop, manifest, plots, resume
+from cvtrain import artifacts, custom_loop, manifest, plots, resume, tracking
 from cvtrain.callbacks import (
     BestCheckpoint,
     ConfusionMatrixImages,
@@ -98,7 +99,8 @@ def sample_batch(ds: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarra
 def train(cfg: RunConfig, split: Split, run_dir: Path) -> TrainResult:
     strategy = make_strategy(cfg.trainer)  # first: multi-worker collectives set up before any op
     if is_chief(strategy):
-        return _train(cfg, split, run_dir, strategy)
+        with tracking.track(cfg, run_dir) as tracking_callbacks:  # MLflow: the chief only
+            return _train(cfg, split, run_dir, strategy, tracking_callbacks)
     # Other workers run the very same steps (collectives must match) but keep no files.
     log.info("not the chief worker: the chief writes the run directory and checkpoints")
     with tempfile.TemporaryDirectory(prefix="cvtrain-worker-") as scratch:
@@ -106,7 +108,11 @@ def train(cfg: RunConfig, split: Split, run_dir: Path) -> TrainResult:
 
 
 def _train(
-    cfg: RunConfig, split: Split, run_dir: Path, strategy: tf.distribute.Strategy
+    cfg: RunConfig,
+    split: Split,
+    run_dir: Path,
+    strategy: tf.distribute.Strategy,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     precision = setup_runtime(cfg.trainer)
     task, data = cfg.task.name, cfg.data
@@ -157,6 +163,7 @@ def _train(
             log_dir=str(run_dir / artifacts.TENSORBOARD), write_graph=False
         ),
         HParams(run_dir / artifacts.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
+        *extra_callbacks,
     ]
     samples = None  # a few fixed validation images for predictions.png (and TensorBoard)
     if cfg.trainer.prediction_images:

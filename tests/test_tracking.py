@@ -1,0 +1,145 @@
+"""tracking=mlflow: what a run logs, read back with MLflow's own client (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import make_config, run_cli, tiny_segmentation, train_run
+
+from cvtrain.errors import ConfigError, UserError
+
+
+def mlflow_overrides(tmp_path) -> list[str]:
+    """A private SQLite store and artefact folder under tmp_path."""
+    return [
+        "tracking=mlflow",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_location={tmp_path}/mlartifacts",
+    ]
+
+
+def runs_of(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("cvtrain")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def read_history(run_dir) -> dict[str, list[float]]:
+    from cvtrain.train import read_history
+
+    return read_history(run_dir / "history.csv")
+
+
+def test_tracking_defaults_off_and_validates():
+    assert make_config().tracking.name == "none"
+    cfg = make_config("tracking=mlflow")
+    assert (cfg.tracking.uri, cfg.tracking.experiment) == ("sqlite:///mlflow.db", "cvtrain")
+    with pytest.raises(ConfigError, match="tracking.name='wandb' is not one of none, mlflow"):
+        make_config("tracking.name=wandb")
+    with pytest.raises(ConfigError, match="tracking.uri="):
+        make_config("tracking=mlflow", "tracking.uri=' '")
+
+
+@pytest.mark.slow
+def test_tracking_none_does_not_import_mlflow():
+    code = "import sys, cvtrain.train; sys.exit('mlflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+@pytest.mark.slow
+def test_run_logs_params_metrics_artifacts_and_tags(tmp_path, pets_root):
+    import keras
+
+    run_dir = train_run(
+        tmp_path / "run",
+        *tiny_segmentation(pets_root, "optimizer.lr=0.002"),
+        *mlflow_overrides(tmp_path),
+    )
+    client, runs = runs_of(tmp_path)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optimizer.lr"] == "0.002"
+    assert run.data.params["model.width"] == "0.25"
+    history = read_history(run_dir)
+    for name in ("loss", "val_loss"):
+        logged = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+        assert [m.step for m in logged] == [0, 1]
+        assert [m.value for m in logged] == pytest.approx(history[name], rel=1e-5)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert run.data.tags["cvtrain.run_dir"] == str(run_dir.resolve())
+    assert (
+        manifest["git_commit"]
+        and run.data.tags["mlflow.source.git.commit"] == manifest["git_commit"]
+    )
+
+    got = tmp_path / "downloaded"
+    got.mkdir()
+    client.download_artifacts(run.info.run_id, "", str(got))
+    for name in ("curves.png", "predictions.png", "metrics.json", "manifest.json", "history.csv"):
+        assert (got / name).read_bytes() == (run_dir / name).read_bytes()
+    assert (got / "curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    best = got / "checkpoints" / "best.keras"
+    assert best.read_bytes() == (run_dir / "checkpoints" / "best.keras").read_bytes()
+    assert keras.models.load_model(best).count_params() > 0  # a Keras model, not just bytes
+
+
+@pytest.mark.slow
+def test_sweep_jobs_nest_under_one_parent_run(tmp_path, pets_root):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        *tiny_segmentation(pets_root, "trainer.epochs=1", "optimizer.lr=0.001,0.0003"),
+        *mlflow_overrides(tmp_path),
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, runs = runs_of(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("cvtrain.role") == "sweep"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["cvtrain.sweep_dir"] == str(sweep.resolve())
+    jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 3 and len(jobs) == 2
+    assert sorted(j.data.tags["cvtrain.run_dir"] for j in jobs) == [
+        str(sweep.resolve() / "0"),
+        str(sweep.resolve() / "1"),
+    ]
+    assert sorted(j.data.params["optimizer.lr"] for j in jobs) == ["0.0003", "0.001"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_unreachable_server_is_a_one_line_error(tmp_path, pets_root):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    result = run_cli(
+        *tiny_segmentation(pets_root, "tracking=mlflow", f"tracking.uri={uri}"),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("cvtrain: error:")]
+    assert errors == [errors[0]] and f"tracking.uri={uri}: no MLflow server answers" in errors[0]
+
+
+def test_unsupported_uri_is_a_user_error(tmp_path):
+    from cvtrain import tracking
+
+    cfg = make_config("tracking=mlflow", "tracking.uri=bogus://nowhere")
+    with pytest.raises(UserError, match=r"tracking.uri=bogus://nowhere: MLflow failed: .*URI") as e:
+        tracking.start(cfg, tmp_path)
+    assert "\n" not in str(e.value)
