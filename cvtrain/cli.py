@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
@@ -23,18 +24,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
-from cvtrain.errors import UserError
+from cvtrain.errors import ConfigError, UserError
 from cvtrain.interrupt import Interrupted
+from cvtrain.paths import config_dir
 from cvtrain.resume import check_compatible, expand_resume_arg, resume_command
+from cvtrain.suggest import did_you_mean
 
 log = logging.getLogger("cvtrain")
-
-
-def config_dir() -> str:
-    """configs/ inside the installed wheel, else the source checkout's top-level configs/."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "configs"
-    return str(packaged if packaged.is_dir() else here.parent / "configs")
 
 
 def fail(message: str) -> None:
@@ -46,16 +42,30 @@ def describe_hydra_error(exc: Exception) -> str:
     """Hydra's composition errors span several lines; say the same in one."""
     if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
-        return (
-            f"unknown {group} '{option}'; choose one of: {', '.join(exc.options)} "
-            f"(e.g. {group}={exc.options[0]})"
-        )
+        return unknown_option(group, option, exc.options)
     if isinstance(exc.__cause__, OmegaConfBaseException):
         return describe_omegaconf_error(exc.__cause__)
     if isinstance(exc, OmegaConfBaseException):
         return describe_omegaconf_error(exc)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines) or type(exc).__name__
+
+
+def unknown_option(group: str, option: str, options: list[str]) -> str:
+    hint = did_you_mean(option, options)
+    if hint:
+        return f"unknown {group} '{option}'; {hint} Choose one of: {', '.join(options)}"
+    example = f"{group}={options[0]}"
+    return f"unknown {group} '{option}'; choose one of: {', '.join(options)} (e.g. {example})"
+
+
+def check_choices() -> None:
+    """Hydra skips a missing option of an `optional` group (experiment=, debug=,
+    hparams_search=) without a word; a misspelt one must fail like any other group's."""
+    loader = GlobalHydra.instance().config_loader()
+    for group, option in HydraConfig.get().runtime.choices.items():
+        if option is not None and option not in (options := loader.get_group_options(group)):
+            raise ConfigError(unknown_option(group, option, options))
 
 
 def discard_if_empty(run_dir: Path) -> None:
@@ -146,6 +156,7 @@ ConfigStore.instance().store(name="schema", node=RunConfig)
 
 
 def dispatch(raw: DictConfig, run_dir: Path) -> float | None:
+    check_choices()
     cfg = validate(raw)
     return MODES[cfg.mode](cfg, run_dir)
 
