@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from cvtrain import tf_logging
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
 from cvtrain.errors import ConfigError, UserError
@@ -87,6 +88,7 @@ def run_train(cfg: RunConfig, run_dir: Path) -> float:
         log.warning(
             "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
         )
+    tf_logging.import_tensorflow()
     from cvtrain.summary import print_train_summary
     from cvtrain.train import train
 
@@ -123,6 +125,7 @@ def run_on_saved(mode: str) -> Callable[[RunConfig, Path], None]:
         from importlib import import_module
 
         try:
+            tf_logging.import_tensorflow()
             import_module(f"cvtrain.{mode}").run(cfg, HydraConfig.get().overrides.task, run_dir)
         finally:
             discard_if_empty(run_dir)
@@ -188,7 +191,7 @@ hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_nam
 
 
 def main() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_logging.configure()
     # Let composition errors reach us as exceptions instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
