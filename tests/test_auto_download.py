@@ -69,6 +69,7 @@ def test_missing_cats_vs_dogs_is_downloaded_with_default_settings(server, tmp_pa
     body = buffer.getvalue()
     server.files["/cats.zip"] = body
     monkeypatch.setattr(cats_vs_dogs, "ARCHIVE", Remote(server.url("/cats.zip"), None, len(body)))
+    (tmp_path / "cats").mkdir()  # an empty folder counts as missing
     cfg = make_config("task=classification", f"data.root={tmp_path / 'cats'}")
     index, _ = load_index(cfg.data, "classification")
     assert index.class_names == ("Cat", "Dog") and sorted(index.targets) == [0, 1]
