@@ -15,26 +15,23 @@ from pathlib import Path
 
 import hydra
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from cvtrain import tf_logging
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
-from cvtrain.errors import UserError
+from cvtrain.errors import ConfigError, UserError
 from cvtrain.interrupt import Interrupted
+from cvtrain.paths import config_dir
 from cvtrain.resume import check_compatible, expand_resume_arg, resume_command
+from cvtrain.suggest import did_you_mean
 
 log = logging.getLogger("cvtrain")
-
-
-def config_dir() -> str:
-    """configs/ inside the installed wheel, else the source checkout's top-level configs/."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "configs"
-    return str(packaged if packaged.is_dir() else here.parent / "configs")
 
 
 def fail(message: str) -> None:
@@ -46,16 +43,30 @@ def describe_hydra_error(exc: Exception) -> str:
     """Hydra's composition errors span several lines; say the same in one."""
     if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
-        return (
-            f"unknown {group} '{option}'; choose one of: {', '.join(exc.options)} "
-            f"(e.g. {group}={exc.options[0]})"
-        )
+        return unknown_option(group, option, exc.options)
     if isinstance(exc.__cause__, OmegaConfBaseException):
         return describe_omegaconf_error(exc.__cause__)
     if isinstance(exc, OmegaConfBaseException):
         return describe_omegaconf_error(exc)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines) or type(exc).__name__
+
+
+def unknown_option(group: str, option: str, options: list[str]) -> str:
+    hint = did_you_mean(option, options)
+    if hint:
+        return f"unknown {group} '{option}'; {hint} Choose one of: {', '.join(options)}"
+    example = f"{group}={options[0]}"
+    return f"unknown {group} '{option}'; choose one of: {', '.join(options)} (e.g. {example})"
+
+
+def check_choices() -> None:
+    """Hydra skips a missing option of an `optional` group (experiment=, debug=,
+    hparams_search=) without a word; a misspelt one must fail like any other group's."""
+    loader = GlobalHydra.instance().config_loader()
+    for group, option in HydraConfig.get().runtime.choices.items():
+        if option is not None and option not in (options := loader.get_group_options(group)):
+            raise ConfigError(unknown_option(group, option, options))
 
 
 def discard_if_empty(run_dir: Path) -> None:
@@ -77,6 +88,7 @@ def run_train(cfg: RunConfig, run_dir: Path) -> float:
         log.warning(
             "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
         )
+    tf_logging.import_tensorflow()
     from cvtrain.summary import print_train_summary
     from cvtrain.train import train
 
@@ -113,6 +125,7 @@ def run_on_saved(mode: str) -> Callable[[RunConfig, Path], None]:
         from importlib import import_module
 
         try:
+            tf_logging.import_tensorflow()
             import_module(f"cvtrain.{mode}").run(cfg, HydraConfig.get().overrides.task, run_dir)
         finally:
             discard_if_empty(run_dir)
@@ -146,6 +159,7 @@ ConfigStore.instance().store(name="schema", node=RunConfig)
 
 
 def dispatch(raw: DictConfig, run_dir: Path) -> float | None:
+    check_choices()
     cfg = validate(raw)
     return MODES[cfg.mode](cfg, run_dir)
 
@@ -177,7 +191,7 @@ hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_nam
 
 
 def main() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_logging.configure()
     # Let composition errors reach us as exceptions instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:

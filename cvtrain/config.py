@@ -17,6 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 from cvtrain.errors import ConfigError
 from cvtrain.models import MODELS, check_model
 from cvtrain.models.backbone_specs import BACKBONES
+from cvtrain.paths import config_groups
+from cvtrain.suggest import did_you_mean
 
 TASKS = ("segmentation", "classification")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -41,7 +43,10 @@ def _check(ok: bool, key: str, message: str) -> None:
 
 
 def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
-    _check(value in choices, key, f"{value!r} is not one of {', '.join(choices)}")
+    if value not in choices:
+        hint = did_you_mean(str(value), choices)
+        message = f"{value!r} is not one of {', '.join(choices)}"
+        raise ConfigError(f"{key}={message}; {hint}" if hint else f"{key}={message}")
 
 
 @dataclass
@@ -71,7 +76,7 @@ class AugmentConfig:
 class DataConfig:
     source: str = "oxford_pets"
     root: str | None = None
-    download: bool = False
+    download: bool = True  # a source with a known archive fetches a missing root
     image_size: list[int] = field(default_factory=lambda: [200, 200])
     batch_size: int = 64
     val_samples: int | None = 1000
@@ -335,10 +340,24 @@ def describe_omegaconf_error(exc: OmegaConfBaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     key = getattr(exc, "full_key", None)
     if "not in" in first and key:
-        return f"unknown key '{key}' ({first}); check the spelling or see `cvtrain --cfg job`"
+        return f"unknown key '{key}'; {_nearest_keys(key, exc)}"
     if key:
         return f"{key}: {first}"
     return first
+
+
+def _nearest_keys(key: str, exc: OmegaConfBaseException) -> str:
+    """The valid keys next to a misspelt one (a top-level key may be a group: `modle=unet`)."""
+    parent, _, name = key.rpartition(".")
+    node = getattr(exc, "parent_node", None)
+    names = list(node.keys()) if isinstance(node, DictConfig) else []
+    if parent:
+        hint = did_you_mean(name, names, prefix=f"{parent}.")
+    else:
+        hint = did_you_mean(name, [*names, *config_groups()])
+    if hint:
+        return f"{hint} (every key: `cvtrain --cfg job`)"
+    return "check the spelling or see `cvtrain --cfg job`"
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

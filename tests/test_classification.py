@@ -220,7 +220,7 @@ def test_cats_vs_dogs_download_verifies_extracts_and_drops_non_jfif(http_dir, tm
 
 
 def test_cats_vs_dogs_missing_says_how_to_get_it(tmp_path):
-    cfg = make_config("task=classification", f"data.root={tmp_path}")
+    cfg = make_config("task=classification", f"data.root={tmp_path}", "data.download=false")
     with pytest.raises(DataError, match="data.download=true"):
         load_index(cfg.data, CLASSIFICATION)
 

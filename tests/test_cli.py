@@ -9,7 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_segmentation
+from conftest import make_config, run_cli, tiny_segmentation
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from cvtrain.cli import describe_hydra_error
+from cvtrain.errors import UserError
 
 # Runs cvtrain's entry point and then reports whether TensorFlow got imported.
 PROBE = """
@@ -53,6 +58,65 @@ def test_bad_override_fails_with_one_line_before_tensorflow(override, fragment, 
     assert not (tmp_path / "run").exists(), "a failed validation leaves no run dir behind"
 
 
+def error_line(*overrides: str) -> str:
+    """The one line `cvtrain <overrides>` prints, from composition or validation (in-process)."""
+    try:
+        make_config(*overrides)
+    except UserError as exc:
+        return str(exc)
+    except (HydraException, OmegaConfBaseException) as exc:
+        return describe_hydra_error(exc)
+    pytest.fail(f"{overrides} composed without an error")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("trainer.epoch=3", "unknown key 'trainer.epoch'; did you mean trainer.epochs?"),
+        ("+trainer.epoch=3", "unknown key 'trainer.epoch'; did you mean trainer.epochs?"),
+        ("trainer.early_stoping.enabled=true", "did you mean trainer.early_stopping?"),
+        ("model=unett", "unknown model 'unett'; did you mean unet? Choose one of: deeplabv3plus"),
+        ("modle=unet", "unknown key 'modle'; did you mean mode or model?"),
+        ("+experimnt=demo_segmentation", "unknown key 'experimnt'; did you mean experiment?"),
+        (
+            "trainer.precision=mixed_float61",
+            "not one of auto, float32, mixed_float16, "
+            "mixed_bfloat16; did you mean mixed_float16 or mixed_bfloat16?",
+        ),  # fmt: skip
+        (
+            "data.cache=memroy",
+            "data.cache='memroy' is not one of none, memory, disk; did you mean memory?",
+        ),  # fmt: skip
+    ],
+)
+def test_misspelt_names_suggest_the_nearest(override, fragment):
+    line = error_line(override)
+    assert fragment in line and "\n" not in line
+
+
+def test_no_suggestion_when_nothing_is_close():
+    line = error_line("trainer.zzzz=1")
+    assert line == "unknown key 'trainer.zzzz'; check the spelling or see `cvtrain --cfg job`"
+
+
+@pytest.mark.slow
+def test_misspelt_optional_group_fails_instead_of_being_skipped(tmp_path):
+    """Hydra silently skips a missing option of an optional group (experiment, debug...)."""
+    run = tmp_path / "run"
+    # mode=runs: were the typo skipped, the run would list past runs and exit 0 (no training).
+    args = ["experiment=demo_segmentaton", "mode=runs", f"path={tmp_path}", f"hydra.run.dir={run}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "cvtrain: error: unknown experiment 'demo_segmentaton'; did you mean demo_segmentation? "
+        "Choose one of: book_classification, book_segmentation, demo_classification, "
+        "demo_segmentation"
+    )
+    assert "TF_NOT_IMPORTED" in proc.stdout and not run.exists()
+
+
 def test_model_error_lists_the_valid_options():
     proc = run_cli("model=nope")
     assert "seg_convnet" in proc.stderr
@@ -68,7 +132,7 @@ def test_help_and_cfg_job():
 
 
 def test_missing_oxford_data_says_how_to_get_it(tmp_path):
-    proc = run_cli("task=segmentation", f"data.root={tmp_path / 'nowhere'}")
+    proc = run_cli("task=segmentation", f"data.root={tmp_path / 'nowhere'}", "data.download=false")
     assert proc.returncode == 2
     assert "data.download=true" in proc.stderr and "data=synthetic_pets" in proc.stderr
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from cvtrain.config import DataConfig
-from cvtrain.data.download import Remote, extract, fetch
+from cvtrain.data.download import Remote, download_all, download_missing
 from cvtrain.data.image_folder import index_folder
 from cvtrain.data.index import FileIndex
 from cvtrain.errors import DataError
@@ -30,7 +30,7 @@ FOLDER = "PetImages"
 
 def download(root: Path, archive: Remote = ARCHIVE) -> None:
     """Fetch, verify and unpack the archive into `root` (giving root/PetImages)."""
-    extract(fetch(archive, root / ".downloads"), root)
+    download_all(root, (archive,))
 
 
 def has_jfif_header(path: str) -> bool:
@@ -41,13 +41,18 @@ def has_jfif_header(path: str) -> bool:
 
 def load_index(cfg: DataConfig) -> FileIndex:
     root = dataset_root("cats_vs_dogs", cfg.root)
-    if not (root / FOLDER).is_dir() and cfg.download:
-        download(root)
+    if not (root / FOLDER).is_dir():
+        download_missing(
+            root,
+            (ARCHIVE,),
+            allowed=cfg.download,
+            what=f"cats vs dogs ({FOLDER}/Cat and {FOLDER}/Dog)",
+            offline="data=synthetic_shapes",
+        )
     if not (root / FOLDER).is_dir():
         raise DataError(
-            f"cats vs dogs not found in {root} (needs {FOLDER}/Cat and {FOLDER}/Dog): add "
-            "data.download=true to fetch it (790 MB), point data.root at a copy, or train "
-            "offline with data=synthetic_shapes"
+            f"the cats vs dogs archive unpacked into {root} lacks {FOLDER}/; "
+            "delete the folder and run again"
         )
     index = index_folder(root / FOLDER)
     keep = [i for i, path in enumerate(index.images) if has_jfif_header(path)]

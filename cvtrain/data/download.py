@@ -33,6 +33,10 @@ from cvtrain.errors import DataError
 CHUNK = 1 << 20
 
 
+class DownloadFailed(DataError):
+    """The server could not be reached or the transfer broke off (offline, proxy, outage)."""
+
+
 @dataclass(frozen=True)
 class Remote:
     url: str
@@ -63,10 +67,9 @@ def fetch(remote: Remote, dest_dir: Path, *, timeout: float = 30.0) -> Path:
         _download_to(remote, part, timeout)
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(
-            f"cannot download {remote.url} ({reason}); the partial file is kept in {part} and "
-            "the next run resumes it"
-        ) from None
+        kept = part.exists() and part.stat().st_size > 0
+        resume = f"; the partial file is kept in {part} and the next run resumes it" if kept else ""
+        raise DownloadFailed(f"cannot download {remote.url} ({reason}){resume}") from None
     problem = mismatch(part, remote)
     if problem:
         part.unlink()
@@ -76,6 +79,39 @@ def fetch(remote: Remote, dest_dir: Path, *, timeout: float = 30.0) -> Path:
         )
     os.replace(part, dest)
     return dest
+
+
+def download_all(root: Path, archives: tuple[Remote, ...]) -> None:
+    """Fetch, verify and unpack each archive into `root` (kept in root/.downloads)."""
+    for remote in archives:
+        extract(fetch(remote, root / ".downloads"), root)
+
+
+def download_missing(
+    root: Path, archives: tuple[Remote, ...], *, allowed: bool, what: str, offline: str
+) -> None:
+    """Download a dataset (`what`: its name and layout) into a `root` that lacks it, unless
+    data.download=false. A folder holding anything but an earlier download of ours is never
+    written to: the archives would replace what is there. Each refusal lists the ways forward."""
+    fixes = f"put the files in {root}, point data.root at a copy, or train offline with {offline}"
+    if root.is_dir() and any(root.iterdir()) and not (root / ".downloads").is_dir():
+        raise DataError(
+            f"{what} not found in {root}, which holds other files (nothing is "
+            f"downloaded into it): {fixes}"
+        )
+    if not allowed:
+        size = sum(remote.size or 0 for remote in archives)
+        raise DataError(
+            f"{what} not found in {root} and data.download=false: {fixes}; "
+            f"or set data.download=true to fetch it ({size / 1e6:,.0f} MB)"
+        )
+    try:
+        download_all(root, archives)
+    except DownloadFailed as exc:
+        raise DownloadFailed(
+            f"{what} is not in {root} and {exc}: check the network and run again, {fixes} "
+            "(data.download=false stops cvtrain from trying)"
+        ) from None
 
 
 def mismatch(path: Path, remote: Remote) -> str | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cvtrain.config import DataConfig
-from cvtrain.data.download import Remote, extract, fetch
+from cvtrain.data.download import Remote, download_all, download_missing
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, FileIndex
 from cvtrain.errors import DataError
 from cvtrain.paths import dataset_root
@@ -61,21 +61,24 @@ def species(image: Path) -> str:
 
 def download(root: Path, archives: tuple[Remote, ...] = ARCHIVES) -> None:
     """Fetch, verify and unpack the official archives into `root`."""
-    downloads = root / ".downloads"
-    for remote in archives:
-        extract(fetch(remote, downloads), root)
+    download_all(root, archives)
 
 
 def locate(cfg: DataConfig) -> Path:
-    """The dataset root, downloaded first if asked to; a clear error if it is not there."""
+    """The dataset root, downloaded first when missing (unless data.download=false)."""
     root = dataset_root("oxford_pets", cfg.root)
-    if not has_layout(root) and cfg.download:
-        download(root)
+    if not has_layout(root):
+        download_missing(
+            root,
+            ARCHIVES,
+            allowed=cfg.download,
+            what="Oxford-IIIT Pet (images/ and annotations/trimaps/)",
+            offline="data=synthetic_pets",
+        )
     if not has_layout(root):
         raise DataError(
-            f"Oxford-IIIT Pet not found in {root} (needs images/ and annotations/trimaps/): "
-            "add data.download=true to fetch it (800 MB), point data.root at a copy, "
-            "or train offline with data=synthetic_pets"
+            f"the Oxford-IIIT Pet archives unpacked into {root} lack images/ or "
+            "annotations/trimaps/; delete the folder and run again"
         )
     return root
 
