@@ -9,7 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_segmentation
+from conftest import assert_picture, run_cli, tiny_segmentation
+
+pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
 
 # Runs cvtrain's entry point and then reports whether TensorFlow got imported.
 PROBE = """
@@ -71,7 +73,6 @@ def test_missing_oxford_data_says_how_to_get_it(tmp_path):
     assert "data.download=true" in proc.stderr and "data=synthetic_pets" in proc.stderr
 
 
-@pytest.mark.slow
 def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
     import keras
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -85,6 +86,8 @@ def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
         assert (run / ".hydra" / name).is_file()
     for name in ("history.csv", "metrics.json", "manifest.json", "curves.png", "predictions.png"):
         assert (run / name).stat().st_size > 0, name
+    assert_picture(run / "curves.png", (1350, 340))  # loss, pixel_accuracy, mean_iou panels
+    assert_picture(run / "predictions.png", (900, 600))  # 2 rows: input, truth, prediction
     with open(run / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
