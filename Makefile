@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo demo-classification test lint tensorboard bench clean
+.PHONY: install demo demo-classification test test-fast lint tensorboard bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ demo-classification: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# Everything but the tests that train a model or run the CLI in a subprocess (marked slow).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check cvtrain tests benchmarks

@@ -123,7 +123,13 @@ def _train(
     )
     val_ds = build_dataset(split.val, data, training=False, seed=seed, cache_dir=run_dir / "cache")
     steps = cfg.trainer.steps_per_epoch or steps_per_epoch(len(split.train), data.batch_size)
-    if cfg.trainer.steps_per_epoch:
+    # Running one step per call over a dataset of unknown size (ignore_errors hides it), Keras
+    # 3.15 counts an optimizer step more than it ran each epoch, ending a schedule early: give
+    # it the steps of a repeated dataset. (More steps per call stop cleanly at the end.)
+    fit_steps = cfg.trainer.steps_per_epoch
+    if cfg.trainer.steps_per_execution == 1:
+        fit_steps = steps
+    if fit_steps:
         train_ds = train_ds.repeat()
 
     with strategy.scope():  # variables mirrored on every replica; data.batch_size is global
@@ -214,7 +220,7 @@ def _train(
                     validation_data=val_ds,
                     epochs=epochs,
                     initial_epoch=initial_epoch,
-                    steps_per_epoch=cfg.trainer.steps_per_epoch,
+                    steps_per_epoch=fit_steps,
                     callbacks=[*callbacks, StopOnSignal(trap)],
                     shuffle=False,  # the pipeline shuffles
                     verbose=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,32 @@ def run_cli(
     )
 
 
+def require_real_sample(path: Path, environ: Mapping[str, str]) -> Path:
+    """`path` if the real sample is there; if not, skip the test, or fail it under CI=true: a CI
+    run must not pass by skipping the tests that read real data."""
+    if (path / "images").is_dir():
+        return path
+    message = f"{path} is not present"
+    if environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{message} (CI=true: real-data tests must run, not skip)", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def real_sample() -> Path:
-    if not (REAL_SAMPLE / "images").is_dir():
-        pytest.skip("../shared/data/oxford_pets_sample is not present")
-    return REAL_SAMPLE
+    return require_real_sample(REAL_SAMPLE, os.environ)
+
+
+def assert_picture(path: Path, size: tuple[int, int]) -> None:
+    """A PNG someone can look at: `size` (width, height) in pixels, colour, and not blank."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert (image.format, image.mode, image.size) == ("PNG", "RGBA", size), path.name
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert pixels.std() > 0, f"{path.name} is blank"
+    assert len(np.unique(pixels, axis=0)) >= 8, f"{path.name} has almost no colours"
 
 
 def train_run(run_dir: Path, *overrides: str) -> Path:

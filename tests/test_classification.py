@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_config, run_cli, tiny_classification
+from conftest import assert_picture, make_config, run_cli, tiny_classification
 from PIL import Image
 
 from cvtrain.config import AugmentConfig, ModelConfig
@@ -102,6 +102,7 @@ def test_xception_backbone_freezes_for_fine_tuning():
 # --- data sources ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_image_folder_skips_bad_files_and_trains_on_the_rest(tmp_path):
     root = tmp_path / "pets"
     for i in range(6):
@@ -146,6 +147,7 @@ def test_image_folder_skips_bad_files_and_trains_on_the_rest(tmp_path):
     result = train(cfg, split, tmp_path / "run")
     assert np.isfinite(result.history["loss"]).all()
     assert (tmp_path / "run" / "confusion_matrix.png").is_file()
+    assert_picture(tmp_path / "run" / "confusion_matrix.png", (390, 240))  # 2 classes
 
 
 def test_split_layout_is_used_as_given(tmp_path):
@@ -239,6 +241,7 @@ def test_synthetic_shapes_is_deterministic_and_balanced(tmp_path):
         load_index(shapes_config(tmp_path / "d", "data.num_classes=5").data, CLASSIFICATION)
 
 
+@pytest.mark.slow
 def test_oxford_species_and_breeds_on_the_real_sample(real_sample, tmp_path):
     cfg = make_config(
         "task=classification",
@@ -262,6 +265,16 @@ def test_oxford_species_and_breeds_on_the_real_sample(real_sample, tmp_path):
     split, _ = load_split(cfg.data, CLASSIFICATION)
     result = train(cfg, split, tmp_path / "run")
     assert len(result.history["val_accuracy"]) == 1 and np.isfinite(result.history["val_loss"][0])
+    # The logged numbers are the saved model's: it scores the validation split the same way.
+    import keras
+
+    from cvtrain.data.pipeline import build_dataset
+
+    model = keras.models.load_model(tmp_path / "run" / "checkpoints" / "best.keras")
+    val = build_dataset(split.val, cfg.data, training=False, seed=0)
+    scores = model.evaluate(val, verbose=0, return_dict=True)
+    assert scores["loss"] == pytest.approx(result.history["val_loss"][0], rel=1e-3)
+    assert scores["accuracy"] == pytest.approx(result.history["val_accuracy"][0], abs=1e-3)
 
 
 # --- augmentation ---------------------------------------------------------------------------
@@ -325,6 +338,7 @@ def test_segmentation_flip_moves_the_mask_with_the_image(pets_root):
 # --- the CLI end to end ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_trains_a_classifier_that_beats_chance(tmp_path):
     import keras
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -349,6 +363,9 @@ def test_cli_trains_a_classifier_that_beats_chance(tmp_path):
     assert "val_accuracy" in proc.stdout and "val_auc" in proc.stdout
     for name in ("predictions.png", "confusion_matrix.png", "curves.png", "history.csv"):
         assert (run / name).is_file(), name
+    assert_picture(run / "predictions.png", (1200, 340))  # 4 validation images in a row
+    assert_picture(run / "confusion_matrix.png", (390, 240))
+    assert_picture(run / "curves.png", (1350, 340))  # loss, accuracy, auc panels
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"accuracy", "auc", "val_accuracy", "val_auc"} <= set(metrics["final"])
     with open(run / "history.csv") as f:

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_config, run_cli, tiny_segmentation
+from conftest import assert_picture, make_config, run_cli, tiny_segmentation
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
@@ -32,6 +32,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
@@ -117,11 +118,13 @@ def test_misspelt_optional_group_fails_instead_of_being_skipped(tmp_path):
     assert "TF_NOT_IMPORTED" in proc.stdout and not run.exists()
 
 
+@pytest.mark.slow
 def test_model_error_lists_the_valid_options():
     proc = run_cli("model=nope")
     assert "seg_convnet" in proc.stderr
 
 
+@pytest.mark.slow
 def test_help_and_cfg_job():
     help_ = run_cli("--help")
     assert help_.returncode == 0
@@ -131,6 +134,7 @@ def test_help_and_cfg_job():
     assert "lr: 0.0003" in job.stdout and "name: seg_convnet" in job.stdout
 
 
+@pytest.mark.slow
 def test_missing_oxford_data_says_how_to_get_it(tmp_path):
     proc = run_cli("task=segmentation", f"data.root={tmp_path / 'nowhere'}", "data.download=false")
     assert proc.returncode == 2
@@ -151,6 +155,8 @@ def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
         assert (run / ".hydra" / name).is_file()
     for name in ("history.csv", "metrics.json", "manifest.json", "curves.png", "predictions.png"):
         assert (run / name).stat().st_size > 0, name
+    assert_picture(run / "curves.png", (1350, 340))  # loss, pixel_accuracy, mean_iou panels
+    assert_picture(run / "predictions.png", (900, 600))  # 2 rows: input, truth, prediction
     with open(run / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import make_config
@@ -106,16 +108,23 @@ def test_pipeline_batches_images_and_class_ids(pets_root):
     assert float(images.numpy().min()) >= 0 and float(images.numpy().max()) <= 255
 
 
+def copy_pairs(source: Path, root: Path, count: int) -> list[tuple[Path, Path]]:
+    """The first `count` image/trimap pairs of `source`, copied to a new Oxford-layout `root`
+    that a test may damage."""
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    pairs = oxford_pets.image_mask_pairs(source)[:count]
+    for image, mask in pairs:
+        (root / "images" / image.name).write_bytes(image.read_bytes())
+        (root / "annotations" / "trimaps" / mask.name).write_bytes(mask.read_bytes())
+    return pairs
+
+
 def test_a_truncated_image_is_dropped_without_failing_the_epoch(pets_root, tmp_path):
     from cvtrain.data.pipeline import build_dataset
 
     root = tmp_path / "pets"
-    (root / "images").mkdir(parents=True)
-    (root / "annotations" / "trimaps").mkdir(parents=True)
-    pairs = oxford_pets.image_mask_pairs(pets_root)[:6]
-    for image, mask in pairs:
-        (root / "images" / image.name).write_bytes(image.read_bytes())
-        (root / "annotations" / "trimaps" / mask.name).write_bytes(mask.read_bytes())
+    pairs = copy_pairs(pets_root, root, 6)
     broken = root / "images" / pairs[0][0].name
     broken.write_bytes(broken.read_bytes()[:300])  # JPEG header intact, body cut off
     index = oxford_pets.index_root(root)
@@ -123,6 +132,35 @@ def test_a_truncated_image_is_dropped_without_failing_the_epoch(pets_root, tmp_p
     ds = build_dataset(index, cfg.data, training=False, seed=0)
     seen = sum(int(x.shape[0]) for x, _ in ds)
     assert seen == 5
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_a_cached_pass_reads_the_cache_not_the_files(cache, pets_root, tmp_path):
+    """data.cache: after the first pass images come from the cache, decoded and resized, so
+    a later pass (disk: a later run too) yields the same batches with the files gone."""
+    from dataclasses import replace
+
+    from cvtrain.data.pipeline import build_dataset
+
+    root, cache_dir = tmp_path / "pets", tmp_path / "cache"
+    copy_pairs(pets_root, root, 6)
+    index = oxford_pets.index_root(root)
+    cfg = make_config("data.image_size=[16,16]", "data.batch_size=4", f"data.cache={cache}")
+    ds = build_dataset(index, cfg.data, training=False, seed=0, cache_dir=cache_dir)
+    first = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert sum(len(x) for x, _ in first) == 6
+    assert bool(list(cache_dir.glob("val-*.index"))) == (cache == "disk")
+
+    (root / "images").rename(tmp_path / "moved")
+    uncached = build_dataset(index, replace(cfg.data, cache="none"), training=False, seed=0)
+    assert not list(uncached)  # without a cache every file is unreadable now
+    if cache == "disk":
+        ds = build_dataset(index, cfg.data, training=False, seed=0, cache_dir=cache_dir)
+    second = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert len(second) == len(first)
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
 
 
 def test_tf_data_autotune_follows_the_config_and_the_core_count(monkeypatch):

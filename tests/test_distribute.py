@@ -77,6 +77,7 @@ def test_auto_strategy_follows_tf_config_and_gpus(monkeypatch):
         strategy_name(TrainerConfig(), num_gpus=0)  # fit() under TF_CONFIG
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(pets_root, tmp_path):
     """The global batch split over two replicas gives one device's losses, fit() or custom."""
     overrides = tiny_segmentation(pets_root, *QUICK)
@@ -107,6 +108,7 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_on_localhost_train_one_model(pets_root, tmp_path):
     """MultiWorkerMirroredStrategy through TF_CONFIG: both workers see the same global losses."""
     import keras

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_config, run_cli, tiny_classification, tiny_segmentation, train_run
+from conftest import (
+    assert_picture,
+    make_config,
+    run_cli,
+    tiny_classification,
+    tiny_segmentation,
+    train_run,
+)
 
 from cvtrain import artifacts
 from cvtrain.ensemble import load_runs
@@ -31,6 +38,7 @@ def evaluate_runs(*overrides: str) -> tuple:
     return cfg, load_runs(cfg, overrides)
 
 
+@pytest.mark.slow
 def test_evaluating_the_checkpoint_reproduces_the_best_epoch_val_metrics(runs, tmp_path):
     cfg = make_config("mode=evaluate", f"run={runs[0]}")
     report = run(cfg, [], hydra_dir=tmp_path)
@@ -43,6 +51,7 @@ def test_evaluating_the_checkpoint_reproduces_the_best_epoch_val_metrics(runs, t
     assert not list(tmp_path.iterdir())  # a single run's results go into the run itself
 
 
+@pytest.mark.slow
 def test_ignore_class_leaves_border_pixels_out(runs, tmp_path):
     everything = evaluate(evaluate_runs(f"run={runs[0]}")[1], tmp_path / "all")["metrics"]
     _, saved = evaluate_runs(f"run={runs[0]}", "eval.ignore_class=border")
@@ -55,6 +64,7 @@ def test_ignore_class_leaves_border_pixels_out(runs, tmp_path):
         evaluate(evaluate_runs(f"run={runs[0]}", "eval.ignore_class=tail")[1], tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_ensemble_reports_each_member_and_their_average(runs, tmp_path, capsys):
     cfg = make_config("mode=evaluate", f"run=[{runs[0]},{runs[1]}]")
     report = run(cfg, [], hydra_dir=tmp_path)
@@ -99,6 +109,7 @@ def test_roc_auc_counts_ties_half():
     assert roc_auc(np.array([1, 1]), np.array([0.2, 0.9])) is None
 
 
+@pytest.mark.slow
 def test_cli_evaluate_with_a_data_override_leaves_no_outputs_dir(runs, tmp_path):
     done = run_cli("mode=evaluate", f"run={runs[1]}", "data.val_samples=4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -108,6 +119,7 @@ def test_cli_evaluate_with_a_data_override_leaves_no_outputs_dir(runs, tmp_path)
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_classification_reproduces_val_metrics_with_a_confusion_matrix(tmp_path):
     run_dir = train_run(
         tmp_path / "run", *tiny_classification(tmp_path / "shapes", "trainer.epochs=2")
@@ -124,6 +136,7 @@ def test_classification_reproduces_val_metrics_with_a_confusion_matrix(tmp_path)
     assert got["roc_auc"] == pytest.approx(logged["val_auc"], abs=1 / pairs + 1e-6)
     assert got["recall"] == pytest.approx(tp / (tp + fn))
     assert (run_dir / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert_picture(run_dir / "eval" / "confusion_matrix.png", (390, 240))
 
 
 def test_multiclass_metrics_are_macro_averages():

@@ -36,6 +36,7 @@ def export(run_dir, fmt: str, out):
     return export_run(make_config("mode=export", f"run={run_dir}", f"format={fmt}"), [], out)
 
 
+@pytest.mark.slow
 def test_saved_model_serves_raw_images_like_predict(seg_run, photo, tmp_path):
     import tensorflow as tf
 
@@ -57,6 +58,7 @@ def test_saved_model_serves_raw_images_like_predict(seg_run, photo, tmp_path):
     np.testing.assert_array_equal(mask, probs.numpy()[0].argmax(-1) + 1)
 
 
+@pytest.mark.slow
 def test_keras_file_loads_safely_and_takes_uint8_of_any_size(seg_run, photo, tmp_path):
     import keras
 
@@ -75,6 +77,7 @@ def test_keras_file_loads_safely_and_takes_uint8_of_any_size(seg_run, photo, tmp
     )
 
 
+@pytest.mark.slow
 def test_tflite_runs_in_the_interpreter_within_tolerance(seg_run, photo, tmp_path):
     import tensorflow as tf
 
@@ -127,6 +130,7 @@ def test_unknown_format_and_ensembles_fail_at_validation(tmp_path):
         make_config("mode=export", f"run=[{tmp_path},{tmp_path}]")
 
 
+@pytest.mark.slow
 def test_a_mixed_precision_run_exports_to_tflite_in_float32(pets_root, photo, tmp_path):
     import keras
     import tensorflow as tf

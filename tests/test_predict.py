@@ -50,6 +50,7 @@ def predict(*overrides: str):
     return predict_run(cfg, [], hydra_dir=Path(cfg.output))  # every test sets output=
 
 
+@pytest.mark.slow
 def test_masks_match_each_inputs_size_with_trimap_values(seg_run, mixed_folder, tmp_path):
     folder, sizes = mixed_folder
     result = predict(f"run={seg_run}", f"input={folder}", f"output={tmp_path}")
@@ -70,6 +71,7 @@ def test_masks_match_each_inputs_size_with_trimap_values(seg_run, mixed_folder, 
     )
 
 
+@pytest.mark.slow
 def test_ensemble_of_one_run_twice_predicts_the_same_masks(seg_run, mixed_folder, tmp_path):
     folder, _ = mixed_folder
     pattern = f"input={folder}/*.jpg"
@@ -85,6 +87,7 @@ def test_ensemble_of_one_run_twice_predicts_the_same_masks(seg_run, mixed_folder
         np.testing.assert_array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(two)))
 
 
+@pytest.mark.slow
 def test_classification_writes_predictions_csv(tmp_path_factory, tmp_path):
     base = tmp_path_factory.mktemp("classify")
     run_dir = train_run(base / "run", *tiny_classification(base / "shapes"))
@@ -107,6 +110,7 @@ def test_input_that_matches_nothing_says_so(tmp_path):
         make_config("mode=predict", f"run={tmp_path}")
 
 
+@pytest.mark.slow
 def test_real_sample_train_evaluate_predict(real_sample, tmp_path):
     run_dir = train_run(
         tmp_path / "run",

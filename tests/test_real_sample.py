@@ -1,10 +1,13 @@
-"""The real Oxford-IIIT Pet sample in ../shared (skipped when absent)."""
+"""The real Oxford-IIIT Pet sample in ../shared (skipped when absent, a failure under CI=true)."""
 
 from __future__ import annotations
 
 import numpy as np
-from conftest import make_config
+import pytest
+from conftest import make_config, require_real_sample
+from test_resume import best_checkpoint_loss
 
+from cvtrain import artifacts
 from cvtrain.data.index import sniff_image
 from cvtrain.data.sources import load_index, load_split
 
@@ -27,7 +30,9 @@ def test_all_pairs_indexed_and_lying_files_decode(real_sample):
     assert values == {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_one_epoch_at_64px_completes(real_sample, tmp_path):
+    from cvtrain.data.pipeline import decode_image
     from cvtrain.train import train
 
     cfg = make_config(
@@ -40,3 +45,32 @@ def test_one_epoch_at_64px_completes(real_sample, tmp_path):
     result = train(cfg, split, tmp_path)
     assert result.best_epoch == 1 and np.isfinite(result.best_val_loss)
     assert (tmp_path / "checkpoints" / "best.keras").is_file()
+
+    import keras
+
+    model = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
+    images = np.stack([decode_image(p, (64, 64)).numpy() for p in split.val.images[:2]])
+    masks = model.predict(images.astype(np.float32), verbose=0)
+    assert masks.shape == (2, 64, 64, 3)  # pet, background, border per pixel
+    np.testing.assert_allclose(masks.sum(-1), 1.0, rtol=1e-4)
+    logged = artifacts.read_json(tmp_path / artifacts.METRICS)["best_val_loss"]
+    assert best_checkpoint_loss(tmp_path, cfg, split) == pytest.approx(logged, rel=1e-3)
+
+
+def test_missing_real_sample_skips_locally_but_fails_under_ci(tmp_path):
+    missing = tmp_path / "oxford_pets_sample"
+
+    def outcome(environ: dict[str, str]) -> str:
+        try:
+            require_real_sample(missing, environ)
+        except pytest.skip.Exception:
+            return "skip"
+        except pytest.fail.Exception as failed:
+            assert "CI=true" in str(failed)
+            return "fail"
+        return "run"
+
+    environs = ({}, {"CI": "false"}, {"CI": "true"}, {"CI": "1"})
+    assert [outcome(e) for e in environs] == ["skip", "skip", "fail", "fail"]
+    (missing / "images").mkdir(parents=True)
+    assert [outcome(e) for e in environs] == ["run"] * 4

@@ -29,6 +29,7 @@ def train_tiny(root, run_dir, *extra):
     return train(cfg, split, run_dir)
 
 
+@pytest.mark.slow
 def test_same_seed_and_determinism_give_identical_losses(pets_root, tmp_path, op_determinism_reset):
     flags = ("trainer.deterministic=true", "model.dropout=0.2", "data.augment.flip=true")
     first = train_tiny(pets_root, tmp_path / "a", *flags)
@@ -81,6 +82,7 @@ def test_dataset_fingerprint_follows_the_data_and_split_not_the_location(pets_ro
     assert fewer["index"] != base["index"] and fewer["samples"] == 30
 
 
+@pytest.mark.slow
 def test_debug_overfit_drives_the_training_loss_down(pets_root, tmp_path):
     from cvtrain.train import train
 

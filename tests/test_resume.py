@@ -58,6 +58,7 @@ def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
     return float(model.evaluate(val, verbose=0)[0])
 
 
+@pytest.mark.slow
 def test_sigkill_after_epoch_2_of_4_then_resume_ends_at_epoch_4(pets_root, tmp_path):
     run_dir = tmp_path / "run"
     slow = ("trainer.epochs=4", "trainer.steps_per_epoch=12", "trainer.prediction_images=0")
@@ -84,6 +85,7 @@ def test_sigkill_after_epoch_2_of_4_then_resume_ends_at_epoch_4(pets_root, tmp_p
     assert best_checkpoint_loss(run_dir, cfg, split) == pytest.approx(min(val_losses), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_finished_run_extends_from_2_to_3_epochs_with_tensorboard_continued(pets_root, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -117,6 +119,7 @@ def test_finished_run_extends_from_2_to_3_epochs_with_tensorboard_continued(pets
     assert len(history_rows(run_dir)) == 3
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_epoch_and_keeps_best_checkpoint(pets_root, tmp_path):
     from cvtrain.resume_callbacks import NonFiniteLoss
 

@@ -142,6 +142,7 @@ def _train_in_process(root, tmp_path, *extra):
     return cfg, train(cfg, split, tmp_path)
 
 
+@pytest.mark.slow
 def test_frozen_backbone_is_unchanged_after_an_epoch_while_the_head_learns(pets_root, tmp_path):
     from cvtrain.train import setup_runtime
 
@@ -168,6 +169,7 @@ def test_frozen_backbone_is_unchanged_after_an_epoch_while_the_head_learns(pets_
     assert np.isfinite(result.best_val_loss)
 
 
+@pytest.mark.slow
 def test_cli_trains_a_residual_separable_unet(pets_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(
@@ -184,6 +186,7 @@ def test_cli_trains_a_residual_separable_unet(pets_root, tmp_path):
     assert 0 <= metrics["final"]["val_mean_iou"] <= 1
 
 
+@pytest.mark.slow
 def test_cli_reports_missing_imagenet_weights_in_one_line(pets_root, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     proc = run_cli(

@@ -13,6 +13,8 @@ from test_resume import history_rows, start_cli, train_in_process, wait_for_rows
 from cvtrain import artifacts, resume
 from cvtrain.interrupt import Interrupted
 
+pytestmark = pytest.mark.slow  # every test trains, in a subprocess or in-process
+
 
 def test_sigint_mid_epoch_exits_130_with_resume_command_then_resumes(pets_root, tmp_path):
     run_dir = tmp_path / "run"

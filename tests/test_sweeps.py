@@ -39,6 +39,7 @@ def grid_sweep(pets_root, tmp_path_factory):
     return sweep, proc
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_every_job_and_summarises_them_by_val_loss(grid_sweep):
     sweep, proc = grid_sweep
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
@@ -69,6 +70,7 @@ def test_grid_sweep_runs_every_job_and_summarises_them_by_val_loss(grid_sweep):
     assert "Sweep finished: 4 of 4 jobs completed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_each_job_logs_its_hparams_and_best_metrics_to_tensorboard(grid_sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
@@ -93,6 +95,7 @@ def test_each_job_logs_its_hparams_and_best_metrics_to_tensorboard(grid_sweep):
     assert "best_val_mean_iou" in acc.Tags()["tensors"]
 
 
+@pytest.mark.slow
 def test_runs_mode_lists_a_sweep_best_first_without_tensorflow(grid_sweep, tmp_path):
     sweep, _ = grid_sweep
     proc = run_cli("mode=runs", f"path={sweep}", f"hydra.run.dir={tmp_path / 'listing'}")
@@ -103,6 +106,7 @@ def test_runs_mode_lists_a_sweep_best_first_without_tensorflow(grid_sweep, tmp_p
     assert not (tmp_path / "listing").exists()  # listing runs leaves no run dir behind
 
 
+@pytest.mark.slow
 def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, tmp_path):
     import optuna
 
@@ -133,6 +137,7 @@ def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, 
     assert study.best_value == pytest.approx(results["best_value"])
 
 
+@pytest.mark.slow
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(pets_root, tmp_path):
     """Optuna's grid sampler tries each lr once: fine, diverges (NaN), invalid (raises), fine."""
     sweep = tmp_path / "sweep"

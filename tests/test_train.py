@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import make_config, tiny_segmentation
 
 from cvtrain.data.sources import load_split
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(pets_root, tmp_path):
     import keras
 

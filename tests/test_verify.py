@@ -124,6 +124,7 @@ def test_pipeline_drops_a_file_the_scan_did_not_see(bad_root):
     assert seen == len(index) - 1
 
 
+@pytest.mark.slow
 def test_verify_data_mode_prints_the_table_and_writes_bad_files(bad_root, tmp_path):
     run = tmp_path / "run"
     args = ["mode=verify_data", "data=oxford_pets", f"data.root={bad_root}", f"hydra.run.dir={run}"]

@@ -1,0 +1,134 @@
+"""README claims about training options, each on a seconds-long run: early stopping and its
+resume state, the cosine schedule, steps_per_execution, XLA, out of memory, the NaN exit code
+and evaluating every sample."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import make_config, run_cli, tiny_segmentation, train_run
+from test_resume import train_in_process
+
+from cvtrain import resume
+from cvtrain.errors import UserError
+
+QUIET = "trainer.prediction_images=0"
+
+
+def train_keeping_the_model(monkeypatch, root, run_dir, *extra):
+    """train_in_process, plus the very model train() compiled and fitted."""
+    import cvtrain.train as training
+
+    built = []
+    build_model = training.build_model
+
+    def build_and_keep(*args, **kwargs):
+        built.append(build_model(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(training, "build_model", build_and_keep)
+    result, _, split = train_in_process(root, run_dir, *extra)
+    return result, split, built[-1]
+
+
+@pytest.mark.slow
+def test_early_stopping_stops_a_stalled_run_and_a_resume_keeps_counting(pets_root, tmp_path):
+    stall = (
+        "trainer.early_stopping.enabled=true",
+        "trainer.early_stopping.patience=2",
+        "trainer.early_stopping.min_delta=10",  # no epoch can improve val_loss by 10
+        QUIET,
+    )
+    run_dir = tmp_path / "run"
+    first, _, _ = train_in_process(pets_root, run_dir, *stall)  # 2 epochs: the best, then 1 worse
+    state = resume.load(run_dir)
+    assert state.early_stopping["wait"] == 1 and not state.stopped_early
+    assert state.early_stopping["best"] == pytest.approx(first.history["val_loss"][0])
+
+    result, _, _ = train_in_process(pets_root, run_dir, *stall, "trainer.epochs=5")
+    # The count goes on from 1: epoch 3 is the second without improvement, so 3 of 5 run.
+    assert len(result.history["val_loss"]) == 3
+    assert resume.load(run_dir).stopped_early
+
+
+@pytest.mark.slow
+def test_cosine_schedule_decays_the_learning_rate_to_zero(pets_root, tmp_path):
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, cfg, _ = train_in_process(
+        pets_root, tmp_path, "optimizer.schedule=cosine", "trainer.epochs=3", QUIET
+    )
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "train"), {"tensors": 0})
+    events.Reload()
+    logged = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("epoch_learning_rate")]
+    lr = cfg.optimizer.lr  # each epoch's end: 3/4, 1/4, then none of it left
+    expected = [lr * (1 + math.cos(math.pi * epoch / 3)) / 2 for epoch in (1, 2, 3)]
+    assert logged == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_steps_per_execution_runs_every_batch(pets_root, tmp_path, monkeypatch):
+    result, split, model = train_keeping_the_model(
+        monkeypatch, pets_root, tmp_path, "trainer.steps_per_execution=3", QUIET
+    )
+    assert model.steps_per_execution == 3
+    # 32 training samples in batches of 8: 4 steps per epoch, the last call runs the one left.
+    steps = math.ceil(len(split.train) / 8)
+    assert int(model.optimizer.iterations) == steps * 2 == 8
+    assert len(result.history["loss"]) == 2
+
+
+@pytest.mark.slow
+def test_jit_compile_true_compiles_with_xla_and_trains(pets_root, tmp_path, monkeypatch):
+    result, _, model = train_keeping_the_model(
+        monkeypatch, pets_root, tmp_path, "trainer.jit_compile=true", "trainer.epochs=1", QUIET
+    )
+    assert model.jit_compile is True  # auto would be off on this CPU
+    assert len(result.history["loss"]) == 1 and np.isfinite(result.history["loss"]).all()
+
+
+def test_out_of_memory_names_the_batch_size_and_a_smaller_one(pets_root, tmp_path, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    def fit(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    with pytest.raises(UserError) as error:
+        train_in_process(pets_root, tmp_path, "data.batch_size=8", QUIET)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "out of memory training with data.batch_size=8 " in message
+    assert "try data.batch_size=4" in message
+
+
+@pytest.mark.slow
+def test_nan_loss_exits_2_with_one_line_naming_the_epoch(pets_root, tmp_path):
+    overrides = tiny_segmentation(pets_root, "optimizer.lr=1e30", "trainer.epochs=1", QUIET)
+    proc = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cvtrain: error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "loss became" in errors[0] and "in epoch 1 (batch" in errors[0]
+    assert "Lower optimizer.lr (now 1e+30)" in errors[0]
+
+
+@pytest.mark.slow
+def test_eval_split_all_scores_every_sample(pets_root, tmp_path):
+    from cvtrain.evaluate import run
+
+    run_dir = train_run(
+        tmp_path / "run",
+        *tiny_segmentation(pets_root, "trainer.epochs=1", "data.cache=disk", QUIET),
+    )
+    # data.cache=disk caches into the run dir; evaluation still reads every file.
+    assert list((run_dir / "cache").glob("train-*.index"))
+    assert list((run_dir / "cache").glob("val-*.index"))
+    overrides = [f"run={run_dir}", "eval.split=all"]
+    report = run(make_config("mode=evaluate", *overrides), overrides, tmp_path)
+    assert report["split"] == "all" and report["data"]["files"] == 32 + 8
+    assert report["metrics"]["pixels"] == 40 * 32 * 32  # every pixel of every sample scored
