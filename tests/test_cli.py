@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import run_cli, tiny_segmentation
-
-# Runs cvtrain's entry point and then reports whether TensorFlow got imported.
-PROBE = """
-import sys
-sys.argv = ["cvtrain", *sys.argv[1:]]
-from cvtrain.cli import main
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print("TF_IMPORTED" if "tensorflow" in sys.modules else "TF_NOT_IMPORTED")
-sys.exit(code)
-"""
+from helpers import run_probe
 
 
 @pytest.mark.parametrize(
@@ -37,12 +21,7 @@ sys.exit(code)
     ],
 )
 def test_bad_override_fails_with_one_line_before_tensorflow(override, fragment, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, override, f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_probe(override, f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
