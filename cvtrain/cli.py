@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ from cvtrain import tf_logging
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
 from cvtrain.errors import ConfigError, UserError
-from cvtrain.interrupt import Interrupted
+from cvtrain.interrupt import Interrupted, StopNow
 from cvtrain.paths import config_dir
 from cvtrain.resume import check_compatible, expand_resume_arg, resume_command
 from cvtrain.suggest import did_you_mean
@@ -184,6 +185,13 @@ def task(raw: DictConfig) -> float | None:
             markup=False,
         )
         raise SystemExit(exc.exit_code) from None
+    except StopNow:
+        err_console.print(
+            "cvtrain: stopped at once by a second Ctrl-C; the run is saved up to the last "
+            f"completed epoch. Continue it with: {resume_command(run_dir)}",
+            markup=False,
+        )
+        raise SystemExit(128 + signal.SIGINT) from None
     return None
 
 

@@ -27,6 +27,10 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
+class StopNow(KeyboardInterrupt):
+    """A second Ctrl-C: stop at once, wherever training is (files are written atomically)."""
+
+
 class SignalTrap:
     """Which signal arrived, if any."""
 
@@ -35,7 +39,7 @@ class SignalTrap:
 
     def handle(self, signum: int, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: the user means now
+            raise StopNow  # second Ctrl-C: the user means now
         self.signum = signum
 
 

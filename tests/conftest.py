@@ -48,7 +48,8 @@ def pets_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("data") / "synthetic_pets", num_samples=40)
 
 
-# Overrides for a seconds-long segmentation run on `pets_root`.
+# Overrides for a seconds-long segmentation run on `pets_root`. float32 even on a GPU host (where
+# precision=auto means mixed_float16), so results compare with tight tolerances everywhere.
 def tiny_segmentation(root: Path, *extra: str) -> list[str]:
     return [
         "task=segmentation",
@@ -61,11 +62,13 @@ def tiny_segmentation(root: Path, *extra: str) -> list[str]:
         "model.width=0.25",
         "trainer.epochs=2",
         "trainer.prediction_images=2",
+        "trainer.precision=float32",
         *extra,
     ]
 
 
-# Overrides for a seconds-long two-class run on generated shapes (later overrides win).
+# Overrides for a seconds-long two-class run on generated shapes (later overrides win), float32
+# as above.
 def tiny_classification(root: Path, *extra: str) -> list[str]:
     return [
         "task=classification",
@@ -76,6 +79,7 @@ def tiny_classification(root: Path, *extra: str) -> list[str]:
         "data.batch_size=16",
         "model.width=0.25",
         "trainer.epochs=1",
+        "trainer.precision=float32",
         *extra,
     ]
 

@@ -4,32 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import assert_picture, make_config, run_cli, tiny_segmentation
+from helpers import run_probe
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain.cli import describe_hydra_error
 from cvtrain.errors import UserError
-
-# Runs cvtrain's entry point and then reports whether TensorFlow got imported.
-PROBE = """
-import sys
-sys.argv = ["cvtrain", *sys.argv[1:]]
-from cvtrain.cli import main
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print("TF_IMPORTED" if "tensorflow" in sys.modules else "TF_NOT_IMPORTED")
-sys.exit(code)
-"""
 
 
 @pytest.mark.slow
@@ -45,12 +29,7 @@ sys.exit(code)
     ],
 )
 def test_bad_override_fails_with_one_line_before_tensorflow(override, fragment, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, override, f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_probe(override, f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -106,9 +85,7 @@ def test_misspelt_optional_group_fails_instead_of_being_skipped(tmp_path):
     run = tmp_path / "run"
     # mode=runs: were the typo skipped, the run would list past runs and exit 0 (no training).
     args = ["experiment=demo_segmentaton", "mode=runs", f"path={tmp_path}", f"hydra.run.dir={run}"]
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120
-    )
+    proc = run_probe(*args, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "cvtrain: error: unknown experiment 'demo_segmentaton'; did you mean demo_segmentation? "

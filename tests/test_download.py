@@ -111,9 +111,10 @@ def test_good_archive_downloads_verifies_and_extracts(server, tmp_path):
     archive = tmp_path / "pets" / ".downloads" / "images.tar.gz"
     assert archive.read_bytes() == GOOD_TAR
     assert not archive.with_name("images.tar.gz.part").exists()
-    # A verified archive already on disk is not fetched again.
-    fetch(remote, archive.parent)
-    assert len(server.requests) == 1
+    # A verified archive already on disk is not fetched again: the server sees no request.
+    assert server.requests == [("/data/images.tar.gz", None)]
+    assert fetch(remote, archive.parent) == archive
+    assert server.requests == [("/data/images.tar.gz", None)]
 
 
 def test_wrong_checksum_is_refused_and_nothing_extracted(server, tmp_path):
@@ -135,7 +136,11 @@ def test_download_cut_off_mid_transfer_is_resumed(server, tmp_path):
     assert not (tmp_path / "pets" / "images").exists()  # a partial archive is never extracted
 
     download(tmp_path / "pets", (remote,))
-    assert server.requests[-1] == ("/data/images.tar.gz", f"bytes={len(GOOD_TAR) // 2}-")
+    # The first transfer, then only the missing half asked for with a Range header.
+    assert server.requests == [
+        ("/data/images.tar.gz", None),
+        ("/data/images.tar.gz", f"bytes={len(GOOD_TAR) // 2}-"),
+    ]
     assert (tmp_path / "pets" / "images" / "a.jpg").read_bytes() == PAYLOAD
     assert not part.exists()
 
@@ -146,6 +151,8 @@ def test_complete_part_file_left_by_a_crash_is_verified_not_refetched(server, tm
     downloads.mkdir()
     (downloads / "images.tar.gz.part").write_bytes(GOOD_TAR)  # killed before the rename
     assert fetch(remote, downloads).read_bytes() == GOOD_TAR
+    # One request, for the bytes after the end of the file (answered 416): nothing re-sent.
+    assert server.requests == [("/data/images.tar.gz", f"bytes={len(GOOD_TAR)}-")]
 
 
 def test_unreachable_server_is_one_clear_error(tmp_path):

@@ -3,6 +3,8 @@ ensembles report every member and their average."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import (
@@ -17,8 +19,14 @@ from conftest import (
 from cvtrain import artifacts
 from cvtrain.ensemble import load_runs
 from cvtrain.errors import ConfigError
-from cvtrain.evaluate import evaluate, run
-from cvtrain.scores import classification_metrics, roc_auc, segmentation_metrics
+from cvtrain.evaluate import eval_index, evaluate, run
+from cvtrain.scores import (
+    classification_metrics,
+    confusion,
+    nll_sum,
+    roc_auc,
+    segmentation_metrics,
+)
 
 # Three epochs at a higher rate, so the model predicts more than the majority class.
 TRAINING = ("trainer.epochs=3", "optimizer.lr=3e-3")
@@ -78,6 +86,32 @@ def test_ensemble_reports_each_member_and_their_average(runs, tmp_path, capsys):
     # Averaging probabilities: by Jensen, the ensemble's cross-entropy is at most the members' mean.
     assert report["metrics"]["loss"] <= np.mean([m["loss"] for m in members.values()]) + 1e-6
     assert artifacts.read_json(tmp_path / "eval" / "metrics.json") == report
+
+    # Recomputed here: each member on the split alone, then the mean of their probabilities.
+    from cvtrain.data.pipeline import build_dataset
+
+    saved = load_runs(cfg)
+    data = replace(saved[0].config.data, cache="none")
+    batches = list(
+        build_dataset(eval_index(saved[0].config, tmp_path), data, training=False, seed=0)
+    )
+    masks = np.concatenate([m.numpy() for _, m in batches])
+    probs = [
+        np.concatenate([model.predict(images, verbose=0) for images, _ in batches])
+        for model in (s.load_model() for s in saved)
+    ]
+
+    def metrics(p):
+        matrix = confusion(masks, p.argmax(-1), 3)
+        return segmentation_metrics(matrix, nll_sum(masks, p), ("pet", "background", "border"))
+
+    for path, p in zip(runs, probs):
+        assert members[str(path)]["loss"] == pytest.approx(metrics(p)["loss"], rel=1e-4)
+    ensemble, expected = report["metrics"], metrics((probs[0] + probs[1]) / 2)
+    for name in ("loss", "pixel_accuracy", "mean_iou"):
+        assert ensemble[name] == pytest.approx(expected[name], rel=1e-4), name
+    for member in members.values():  # so using one member alone would show
+        assert abs(ensemble["loss"] - member["loss"]) > 1e-3
 
 
 def test_run_dir_errors_are_one_line_and_say_the_fix(tmp_path):

@@ -16,6 +16,39 @@ def test_seg_convnet_matches_the_books_parameter_count():
     assert model.layers[-1].dtype_policy.name == "float32"
 
 
+@pytest.fixture
+def mixed_float16():
+    """The global policy training sets on a GPU, restored afterwards for the other tests."""
+    import keras
+
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "shape"),
+    [
+        (("model=seg_convnet", "model.width=0.25"), (32, 32, 3)),
+        (("model=unet", "model.width=0.25"), (32, 32, 3)),
+        (("task=classification", "model=mini_xception", "model.width=0.25"), (32, 32, 3)),
+    ],
+)
+def test_mixed_float16_computes_in_float16_but_outputs_float32(mixed_float16, overrides, shape):
+    """Softmax/sigmoid in float16 saturates and breaks the loss: the last layer stays float32."""
+    import keras
+    import numpy as np
+
+    model = build_model(make_config(*overrides).model, shape, 3)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs[0].compute_dtype == "float16"
+    assert model.layers[-1].compute_dtype == "float32"
+    outputs = model(np.zeros((1, *shape), "float32"), training=False)
+    assert keras.backend.standardize_dtype(outputs.dtype) == "float32"
+
+
 def test_seg_convnet_width_and_stages_are_configurable():
     cfg = make_config("model.width=0.5", "model.filters=[16,32]").model
     model = build_model(cfg, (36, 48, 3), 5)

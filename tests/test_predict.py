@@ -73,6 +73,7 @@ def test_masks_match_each_inputs_size_with_trimap_values(seg_run, mixed_folder, 
 
 @pytest.mark.slow
 def test_ensemble_of_one_run_twice_predicts_the_same_masks(seg_run, mixed_folder, tmp_path):
+    """Segmentation ensembles write masks like a single run (the averaging is checked below)."""
     folder, _ = mixed_folder
     pattern = f"input={folder}/*.jpg"
     single = predict(
@@ -87,20 +88,62 @@ def test_ensemble_of_one_run_twice_predicts_the_same_masks(seg_run, mixed_folder
         np.testing.assert_array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(two)))
 
 
-@pytest.mark.slow
-def test_classification_writes_predictions_csv(tmp_path_factory, tmp_path):
+@pytest.fixture(scope="module")
+def shape_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Two classifiers trained with different seeds on one folder, so their outputs differ."""
     base = tmp_path_factory.mktemp("classify")
-    run_dir = train_run(base / "run", *tiny_classification(base / "shapes"))
-    images = sorted((base / "shapes").rglob("*.jpg"))[:4]
+    runs = [
+        train_run(
+            base / f"run_{seed}", *tiny_classification(base / "shapes", f"trainer.seed={seed}")
+        )
+        for seed in (1, 2)
+    ]
+    return base / "shapes", runs
+
+
+def predicted(csv_path: Path) -> list[dict[str, str]]:
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_classification_writes_predictions_csv(shape_runs, tmp_path):
+    root, (run_dir, _) = shape_runs
+    images = sorted(root.rglob("*.jpg"))[:4]
     classes = artifacts.read_json(run_dir / artifacts.MANIFEST)["dataset"]["classes"]
-    glob = str(base / "shapes" / "**" / "*.jpg")
+    glob = str(root / "**" / "*.jpg")
     result = predict(f"run={run_dir}", f"input={glob}", f"output={tmp_path}")
-    with open(tmp_path / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = predicted(tmp_path / "predictions.csv")
     assert result.written == [tmp_path / "predictions.csv"]
     assert len(rows) == 48 and {r["file"] for r in rows} >= {str(p) for p in images}
     assert {r["label"] for r in rows} <= set(classes)
     assert all(0.5 <= float(r["probability"]) <= 1 for r in rows)  # the predicted class's
+
+
+@pytest.mark.slow
+def test_ensemble_predicts_the_mean_of_its_members_probabilities(shape_runs, tmp_path):
+    root, runs = shape_runs
+    positive = artifacts.read_json(runs[0] / artifacts.MANIFEST)["dataset"]["classes"][1]
+    glob = f"input={root / '**' / '*.jpg'}"
+
+    def positive_probabilities(*run_dirs: Path, out: str) -> dict[str, float]:
+        """file -> P(second class), from the label and probability predictions.csv gives."""
+        predict(f"run=[{','.join(map(str, run_dirs))}]", glob, f"output={tmp_path / out}")
+        rows = predicted(tmp_path / out / "predictions.csv")
+        assert all(float(r["probability"]) >= 0.5 for r in rows)  # the label is the argmax
+        return {
+            r["file"]: float(r["probability"])
+            if r["label"] == positive
+            else 1 - float(r["probability"])
+            for r in rows
+        }
+
+    first, second = (positive_probabilities(run, out=run.name) for run in runs)
+    both = positive_probabilities(*runs, out="ensemble")
+    assert len(both) == 48 and both.keys() == first.keys() == second.keys()
+    assert max(abs(first[f] - second[f]) for f in both) > 1e-3  # the members disagree
+    for file, p in both.items():  # written with 6 decimals
+        assert p == pytest.approx((first[file] + second[file]) / 2, abs=2e-6), file
 
 
 def test_input_that_matches_nothing_says_so(tmp_path):
@@ -124,6 +167,7 @@ def test_real_sample_train_evaluate_predict(real_sample, tmp_path):
         "model.width=0.25",
         "trainer.epochs=1",
         "trainer.prediction_images=0",
+        "trainer.precision=float32",  # compared with a tight tolerance, on a GPU host too
     )
     report = evaluate_run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
     logged = artifacts.read_json(run_dir / artifacts.METRICS)["best"]

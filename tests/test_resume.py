@@ -3,49 +3,15 @@ stops with the best checkpoint kept; incompatible changes are refused."""
 
 from __future__ import annotations
 
-import csv
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CVTRAIN, make_config, run_cli, tiny_segmentation
+from conftest import make_config, run_cli, tiny_segmentation
+from helpers import history_rows, start_cli, train_in_process, wait_for_rows
 
 from cvtrain import artifacts, resume
 from cvtrain.errors import ConfigError
-
-
-def history_rows(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / artifacts.HISTORY
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def train_in_process(root: Path, run_dir: Path, *extra: str):
-    from cvtrain.data.sources import load_split
-    from cvtrain.train import train
-
-    cfg = make_config(*tiny_segmentation(root, *extra))
-    split, _ = load_split(cfg.data, cfg.task.name)
-    return train(cfg, split, run_dir), cfg, split
-
-
-def start_cli(root: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
-    args = [*tiny_segmentation(root, *extra), f"hydra.run.dir={run_dir}"]
-    return subprocess.Popen(
-        [*CVTRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def wait_for_rows(proc: subprocess.Popen, run_dir: Path, rows: int, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while len(history_rows(run_dir)) < rows:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "training made no progress"
-        time.sleep(0.05)
 
 
 def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:

@@ -3,23 +3,46 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import threading
+import sys
 import time
 
 import pytest
-from test_resume import history_rows, start_cli, train_in_process, wait_for_rows
+from conftest import run_cli
+from helpers import history_rows, start_cli, train_in_process, wait_for_rows
 
 from cvtrain import artifacts, resume
-from cvtrain.interrupt import Interrupted
+from cvtrain.interrupt import SIGNALS, StopNow, trap_signals
+
+SLOW = ("trainer.epochs=3", "trainer.steps_per_epoch=8", "trainer.prediction_images=0")
+
+# cvtrain's entry point with a first batch that takes ten minutes, as a big model's batch can on a
+# CPU; argv[1] is a file touched when that batch starts.
+SLOW_FIRST_BATCH = """
+import sys, time
+from pathlib import Path
+from cvtrain.callbacks import RichProgress
+from cvtrain.cli import main
+
+started = Path(sys.argv[1])
+
+def slow_batch(self, batch, logs=None):
+    started.touch()
+    time.sleep(600)
+
+RichProgress.on_train_batch_end = slow_batch
+sys.argv = ["cvtrain", *sys.argv[2:]]
+main()
+"""
 
 pytestmark = pytest.mark.slow  # every test trains, in a subprocess or in-process
 
 
+@pytest.mark.slow
 def test_sigint_mid_epoch_exits_130_with_resume_command_then_resumes(pets_root, tmp_path):
     run_dir = tmp_path / "run"
-    slow = ("trainer.epochs=3", "trainer.steps_per_epoch=8", "trainer.prediction_images=0")
-    proc = start_cli(pets_root, run_dir, *slow)
+    proc = start_cli(pets_root, run_dir, *SLOW)
     wait_for_rows(proc, run_dir, 1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -30,28 +53,66 @@ def test_sigint_mid_epoch_exits_130_with_resume_command_then_resumes(pets_root, 
     assert saved.epoch == len(history_rows(run_dir)) < 3  # stopped between epochs' states
     assert (run_dir / artifacts.CHECKPOINT).is_file()
 
-    result, _, _ = train_in_process(pets_root, run_dir, *slow)
+    result, _, _ = train_in_process(pets_root, run_dir, *SLOW)
     assert [int(r["epoch"]) for r in history_rows(run_dir)] == [0, 1, 2]
     assert len(result.history["loss"]) == 3
     assert os.path.getsize(run_dir / artifacts.CHECKPOINT) > 0
 
 
-def test_sigterm_stops_between_batches_with_exit_code_143(pets_root, tmp_path):
+@pytest.mark.slow
+def test_sigterm_exits_143_with_resume_command_and_resume_continues(pets_root, tmp_path):
     run_dir = tmp_path / "run"
+    proc = start_cli(pets_root, run_dir, *SLOW)
+    wait_for_rows(proc, run_dir, 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    saved = resume.load(run_dir).epoch
+    assert saved == len(history_rows(run_dir)) < 3
+    # Raised in the next epoch, or at the end of the saved one once its state was written.
+    stopped = re.search(r"stopped by SIGTERM during epoch (\d+).*(cvtrain resume=\S+)", err)
+    assert stopped and int(stopped[1]) in (saved, saved + 1), err[-3000:]
+    assert stopped[2] == f"cvtrain resume={run_dir}"
 
-    def terminate_in_epoch_2():
-        while len(history_rows(run_dir)) < 1:
-            time.sleep(0.02)
-        os.kill(os.getpid(), signal.SIGTERM)
+    done = run_cli(f"resume={run_dir}")  # the command it printed
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming after epoch {saved}" in done.stdout + done.stderr
+    assert [int(r["epoch"]) for r in history_rows(run_dir)] == [0, 1, 2]
+    assert resume.load(run_dir).epoch == 3
 
-    threading.Thread(target=terminate_in_epoch_2, daemon=True).start()
-    with pytest.raises(Interrupted) as stopped:
-        train_in_process(
-            pets_root, run_dir, "trainer.epochs=2", "trainer.steps_per_epoch=8",
-            "trainer.prediction_images=0",
-        )  # fmt: skip
-    assert stopped.value.exit_code == 143
-    # Raised in epoch 2, or at the end of epoch 1 once that epoch's state was saved.
-    assert stopped.value.epoch in (1, 2)
-    assert resume.load(run_dir).epoch == 1 == len(history_rows(run_dir))
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_mid_batch_with_exit_130(pets_root, tmp_path):
+    run_dir, started = tmp_path / "run", tmp_path / "batch-started"
+    command = [sys.executable, "-c", SLOW_FIRST_BATCH, str(started)]
+    proc = start_cli(pets_root, run_dir, *SLOW, command=command)
+    try:
+        deadline = time.monotonic() + 240
+        while not started.exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "training never started its first batch"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # would stop when the 10-minute batch ends
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # at once, not after the batch
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "stopped at once by a second Ctrl-C" in err
+    assert f"cvtrain resume={run_dir}" in err
+    assert "Traceback" not in err
+    assert history_rows(run_dir) == []  # no epoch completed, none pretended
+
+
+def test_first_signal_is_recorded_a_second_ctrl_c_raises_and_handlers_are_restored():
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    with pytest.raises(StopNow), trap_signals() as trap:
+        signal.raise_signal(signal.SIGINT)
+        assert trap.signum == signal.SIGINT  # recorded, training goes on to a safe point
+        signal.raise_signal(signal.SIGTERM)
+        assert trap.signum == signal.SIGTERM  # a repeated SIGTERM does not stop at once
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("a second Ctrl-C did not stop at once")
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before

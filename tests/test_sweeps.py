@@ -10,6 +10,7 @@ import shlex
 import pytest
 import yaml
 from conftest import REPO, run_cli, tiny_segmentation
+from helpers import run_probe
 from hydra import compose, initialize_config_dir
 
 from cvtrain.cli import config_dir
@@ -98,8 +99,9 @@ def test_each_job_logs_its_hparams_and_best_metrics_to_tensorboard(grid_sweep):
 @pytest.mark.slow
 def test_runs_mode_lists_a_sweep_best_first_without_tensorflow(grid_sweep, tmp_path):
     sweep, _ = grid_sweep
-    proc = run_cli("mode=runs", f"path={sweep}", f"hydra.run.dir={tmp_path / 'listing'}")
+    proc = run_probe("mode=runs", f"path={sweep}", f"hydra.run.dir={tmp_path / 'listing'}")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("TF_NOT_IMPORTED")
     cells = [line.split("│") for line in proc.stdout.splitlines() if "completed" in line]
     order = [row[1].strip() for row in cells if len(row) > 2]
     assert order == [r["run"] for r in read_summary(sweep)]
@@ -110,15 +112,20 @@ def test_runs_mode_lists_a_sweep_best_first_without_tensorflow(grid_sweep, tmp_p
 def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, tmp_path):
     import optuna
 
-    sweep, db = tmp_path / "sweep", tmp_path / "study.db"
-    proc = run_cli(
-        "-m",
-        "hparams_search=segmentation_optuna",
-        *tiny_segmentation(pets_root, "trainer.epochs=1"),
-        "hydra.sweeper.n_trials=3",
-        f"hydra.sweeper.storage=sqlite:///{db}",
-        f"hydra.sweep.dir={sweep}",
-    )
+    db = tmp_path / "study.db"
+
+    def optuna_sweep(sweep):
+        return run_cli(
+            "-m",
+            "hparams_search=segmentation_optuna",
+            *tiny_segmentation(pets_root, "trainer.epochs=1"),
+            "hydra.sweeper.n_trials=3",
+            f"hydra.sweeper.storage=sqlite:///{db}",
+            f"hydra.sweep.dir={sweep}",
+        )
+
+    sweep = tmp_path / "sweep"
+    proc = optuna_sweep(sweep)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     rows = read_summary(sweep)
@@ -135,6 +142,17 @@ def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, 
     study = optuna.load_study(study_name="segmentation", storage=f"sqlite:///{db}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert study.best_value == pytest.approx(results["best_value"])
+    first = [t.value for t in study.trials]
+
+    # The same command again continues the study: three new trials, numbered after the first.
+    again = optuna_sweep(tmp_path / "sweep2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name="segmentation", storage=f"sqlite:///{db}").trials
+    assert [t.number for t in trials] == list(range(6))
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    assert [t.value for t in trials[:3]] == first  # kept as they were
+    new = sorted(float(r["best_val_loss"]) for r in read_summary(tmp_path / "sweep2"))
+    assert sorted(t.value for t in trials[3:]) == pytest.approx(new, abs=1e-4)
 
 
 @pytest.mark.slow

@@ -31,8 +31,22 @@ def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(pets_root, t
     assert np.isclose(scores["loss"], result.best_val_loss, rtol=1e-3)
 
 
-def test_precision_auto_is_float32_on_cpu():
-    from cvtrain.train import resolve_precision
+def test_precision_auto_is_mixed_float16_on_a_gpu_and_float32_on_cpu():
+    import keras
+    import tensorflow as tf
 
-    assert resolve_precision("auto") == "float32"
-    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    from cvtrain.train import resolve_precision, setup_runtime
+
+    assert resolve_precision("auto", has_gpu=False) == "float32"
+    assert resolve_precision("auto", has_gpu=True) == "mixed_float16"
+    for has_gpu in (False, True):  # an explicit choice wins on any machine
+        assert resolve_precision("mixed_bfloat16", has_gpu) == "mixed_bfloat16"
+        assert resolve_precision("float32", has_gpu) == "float32"
+
+    # Training asks this machine: whatever it has, auto becomes the global policy for its kind.
+    expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    try:
+        assert setup_runtime(make_config("trainer.precision=auto").trainer) == expected
+        assert keras.mixed_precision.dtype_policy().name == expected
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")

@@ -1,0 +1,77 @@
+"""Helpers shared by test modules (test modules never import each other)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from conftest import CVTRAIN, make_config, tiny_segmentation
+
+from cvtrain import artifacts
+
+
+def history_rows(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / artifacts.HISTORY
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train_in_process(root: Path, run_dir: Path, *extra: str):
+    from cvtrain.data.sources import load_split
+    from cvtrain.train import train
+
+    cfg = make_config(*tiny_segmentation(root, *extra))
+    split, _ = load_split(cfg.data, cfg.task.name)
+    return train(cfg, split, run_dir), cfg, split
+
+
+def start_cli(
+    root: Path, run_dir: Path, *extra: str, command: Sequence[str] = CVTRAIN
+) -> subprocess.Popen:
+    """A tiny segmentation training in the background (`command` runs cvtrain's entry point)."""
+    args = [*tiny_segmentation(root, *extra), f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(
+        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_rows(proc: subprocess.Popen, run_dir: Path, rows: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while len(history_rows(run_dir)) < rows:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.05)
+
+
+# Runs cvtrain's entry point and then reports whether TensorFlow got imported.
+PROBE = """
+import sys
+sys.argv = ["cvtrain", *sys.argv[1:]]
+from cvtrain.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("TF_IMPORTED" if "tensorflow" in sys.modules else "TF_NOT_IMPORTED")
+sys.exit(code)
+"""
+
+
+def run_probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`cvtrain <args>` in a subprocess whose stdout ends with whether TensorFlow was imported."""
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
