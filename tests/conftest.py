@@ -144,3 +144,15 @@ def train_run(run_dir: Path, *overrides: str) -> Path:
     split, _ = load_split(cfg.data, cfg.task.name)
     train(cfg, split, run_dir)
     return run_dir
+
+
+@pytest.fixture
+def server():
+    """A local archive server on 127.0.0.1 (tests/archives.py), shut down after the test."""
+    from archives import ArchiveServer
+
+    s = ArchiveServer()
+    s.thread.start()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()

@@ -9,9 +9,9 @@ import sys
 import zipfile
 
 import pytest
+from archives import ArchiveServer, file_member, make_tar
 from conftest import make_config
 from PIL import Image
-from test_download import ArchiveServer, file_member, make_tar, server  # noqa: F401
 
 from cvtrain.data import cats_vs_dogs, oxford_pets
 from cvtrain.data.download import Remote
@@ -25,7 +25,7 @@ def image_bytes(fmt: str, mode: str = "RGB", value: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def serve_pets(server: ArchiveServer, monkeypatch) -> None:  # noqa: F811
+def serve_pets(server: ArchiveServer, monkeypatch) -> None:
     """Both official Oxford archives, two pets each, served locally in place of the real URLs."""
     stems = ("Abyssinian_1", "beagle_2")
     images = make_tar([file_member(f"images/{s}.jpg", image_bytes("JPEG")) for s in stems])

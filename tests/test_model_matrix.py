@@ -47,7 +47,7 @@ CLASSIFICATION = {
     "xception": ["model=xception", "data.image_size=[72,72]"],
 }
 # Small enough to keep the whole matrix to a few minutes: 16 training images, 8 validation.
-FEW = ("data.limit=24", "trainer.epochs=1", "trainer.precision=float32")
+FEW = ("data.limit=24", "trainer.epochs=1")
 
 
 @pytest.fixture(scope="module", params=[*SEGMENTATION, *CLASSIFICATION])
