@@ -47,7 +47,7 @@ def test_every_source_with_an_archive_downloads_by_default(source):
     assert make_config(f"task={task}", f"data={source}").data.download is True
 
 
-def test_missing_root_is_downloaded_with_default_settings(server, tmp_path, monkeypatch):  # noqa: F811
+def test_missing_root_is_downloaded_with_default_settings(server, tmp_path, monkeypatch):
     serve_pets(server, monkeypatch)
     root = tmp_path / "pets"
     index, _ = load_index(
@@ -61,7 +61,7 @@ def test_missing_root_is_downloaded_with_default_settings(server, tmp_path, monk
     assert (root / "annotations" / "trimaps" / "beagle_2.png").is_file()
 
 
-def test_missing_cats_vs_dogs_is_downloaded_with_default_settings(server, tmp_path, monkeypatch):  # noqa: F811
+def test_missing_cats_vs_dogs_is_downloaded_with_default_settings(server, tmp_path, monkeypatch):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr("PetImages/Cat/0.jpg", image_bytes("JPEG", value=30))
@@ -75,7 +75,7 @@ def test_missing_cats_vs_dogs_is_downloaded_with_default_settings(server, tmp_pa
     assert index.class_names == ("Cat", "Dog") and sorted(index.targets) == [0, 1]
 
 
-def test_download_false_refuses_with_one_line_and_fetches_nothing(server, tmp_path, monkeypatch):  # noqa: F811
+def test_download_false_refuses_with_one_line_and_fetches_nothing(server, tmp_path, monkeypatch):
     serve_pets(server, monkeypatch)
     root = tmp_path / "pets"
     cfg = make_config("task=segmentation", f"data.root={root}", "data.download=false")
@@ -88,7 +88,7 @@ def test_download_false_refuses_with_one_line_and_fetches_nothing(server, tmp_pa
     assert server.requests == [] and not root.exists()
 
 
-def test_a_folder_with_other_files_is_never_downloaded_into(server, tmp_path, monkeypatch):  # noqa: F811
+def test_a_folder_with_other_files_is_never_downloaded_into(server, tmp_path, monkeypatch):
     serve_pets(server, monkeypatch)
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "mine.jpg").write_bytes(b"the user's own file")
