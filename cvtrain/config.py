@@ -309,7 +309,11 @@ class RunConfig:
         _choice(self.mode, "mode", MODES)
         _choice(self.format, "format", EXPORT_FORMATS)
         self.run = _run_dirs(self.run, self.mode)
-        if self.mode == "train":  # the model must fit the data and the task, before TF loads
+        if self.mode in ("train", "verify_data"):  # before anything is read or TF loads
+            from cvtrain.data.sources import check_source  # it imports this module
+
+            check_source(self.data.source, self.task.name)
+        if self.mode == "train":  # the model must fit the data and the task
             check_model(self.model, tuple(self.data.image_size), self.task.name)
         if self.mode == "export" and self.format in EXPORT_EXTRAS:
             modules, extra = EXPORT_EXTRAS[self.format]

@@ -175,7 +175,9 @@ def test_image_folder_errors_say_the_fix(tmp_path):
     with pytest.raises(DataError, match="at least two class folders"):
         load_index(cfg.data, CLASSIFICATION)
     jpeg(tmp_path / "other" / "b.jpg")
-    cfg = make_config("task=segmentation", "data=image_folder", f"data.root={tmp_path}")
+    with pytest.raises(ConfigError, match="classification dataset but task=segmentation"):
+        make_config("task=segmentation", "data=image_folder", f"data.root={tmp_path}")
+    cfg = make_config("task=classification", "data=image_folder", f"data.root={tmp_path}")
     with pytest.raises(ConfigError, match="classification dataset but task=segmentation"):
         load_index(cfg.data, SEGMENTATION)
 

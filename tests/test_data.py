@@ -178,7 +178,9 @@ def test_tf_data_autotune_follows_the_config_and_the_core_count(monkeypatch):
 
 
 def test_a_source_of_the_other_task_is_refused_before_it_generates_anything(tmp_path):
-    cfg = make_config("task=segmentation", "data=synthetic_shapes", f"data.root={tmp_path / 's'}")
+    with pytest.raises(ConfigError, match="use one of: oxford_pets, synthetic_pets"):
+        make_config("task=segmentation", "data=synthetic_shapes", f"data.root={tmp_path / 's'}")
+    cfg = make_config("task=classification", "data=synthetic_shapes", f"data.root={tmp_path / 's'}")
     with pytest.raises(ConfigError, match="use one of: oxford_pets, synthetic_pets"):
         load_index(cfg.data, "segmentation")
     assert not (tmp_path / "s").exists()

@@ -31,16 +31,22 @@ SOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-def _loader(source: str, task: str) -> Callable[[DataConfig], FileIndex]:
+def check_source(source: str, task: str) -> None:
+    """Raise ConfigError unless `source` exists and serves `task` (config validation and every
+    load call this, so a mismatch is reported before anything is read or downloaded)."""
     if source not in SOURCES:
         raise ConfigError(f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}")
-    source_task, target = SOURCES[source]
+    source_task = SOURCES[source][0]
     if source_task != task:
         choices = ", ".join(name for name, (t, _) in SOURCES.items() if t == task)
         raise ConfigError(
             f"data={source} is a {source_task} dataset but task={task}; use one of: {choices}"
         )
-    module, func = target.split(":")
+
+
+def _loader(source: str, task: str) -> Callable[[DataConfig], FileIndex]:
+    check_source(source, task)
+    module, func = SOURCES[source][1].split(":")
     return getattr(import_module(module), func)
 
 
