@@ -119,8 +119,8 @@ def run_runs(cfg: RunConfig, run_dir: Path) -> None:
 
 
 def run_on_saved(mode: str) -> Callable[[RunConfig, Path], None]:
-    """evaluate/predict/export write into the run they read (or `output=`), so Hydra's fresh
-    run dir is removed unless the mode used it (an ensemble's results)."""
+    """evaluate/predict/export/explain write into the run they read (or `output=`), so Hydra's
+    fresh run dir is removed unless the mode used it (an ensemble's results)."""
 
     def run(cfg: RunConfig, run_dir: Path) -> None:
         from importlib import import_module
@@ -152,6 +152,7 @@ MODES: dict[str, Callable[[RunConfig, Path], float | None]] = {
     "evaluate": run_on_saved("evaluate"),
     "predict": run_on_saved("predict"),
     "export": run_on_saved("export"),
+    "explain": run_on_saved("explain"),
     "runs": run_runs,
     "verify_data": run_verify_data,
 }

@@ -6,6 +6,7 @@ keys, wrong types and out-of-range values fail fast with one readable line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -28,8 +29,10 @@ CACHES = ("none", "memory", "disk")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
 # cli.MODES maps each to its function
-MODES = ("train", "evaluate", "predict", "export", "runs", "verify_data")
-RUN_MODES = ("evaluate", "predict", "export")  # modes that load finished runs (`run=`)
+MODES = ("train", "evaluate", "predict", "export", "explain", "runs", "verify_data")
+RUN_MODES = ("evaluate", "predict", "export", "explain")  # modes that load finished runs (`run=`)
+SINGLE_RUN_MODES = ("export", "explain")  # no ensembles
+INPUT_MODES = ("predict", "explain")  # modes that read new images (`input=`)
 EXPORT_FORMATS = ("saved_model", "keras", "tflite", "onnx")
 # Export formats that need an optional extra: format -> (modules, extra)
 EXPORT_EXTRAS = {"onnx": (("tf2onnx", "onnxruntime"), "onnx")}
@@ -277,14 +280,40 @@ class PredictConfig:
         )
 
 
+def _with_keyword_field(name: str, type_: Any, default: Any) -> Callable[[type], type]:
+    """A dataclass with a field named like a Python keyword (`explain.class`). It cannot be an
+    __init__ argument, so it is init=False (OmegaConf sets it after construction) and left out
+    of repr and eq, whose generated code would name it; read it with getattr."""
+
+    def make(cls: type) -> type:
+        cls.__annotations__[name] = type_
+        setattr(cls, name, field(default=default, init=False, repr=False, compare=False))
+        return dataclass(cls)
+
+    return make
+
+
+@_with_keyword_field("class", str | None, None)
+class ExplainConfig:
+    """mode=explain (Grad-CAM): `explain.class` (name or id; default: the predicted class, or for
+    segmentation the first class not named background) and `explain.layer`, the feature map
+    (default: the last 4-D output before the classifier, inside a nested backbone too)."""
+
+    layer: str | None = None
+
+    @property
+    def target_class(self) -> str | None:
+        return getattr(self, "class")
+
+
 def _run_dirs(run: Any, mode: str) -> list[str]:
     """`run=dir` or `run=[dir1,dir2]` (an ensemble) as a list of paths."""
     runs = [] if run is None else [run] if isinstance(run, str) else list(run)
     _check(all(isinstance(r, str) and r for r in runs), "run", f"{run!r} must be run dirs")
     if mode in RUN_MODES:
         _check(bool(runs), "run", f"null: mode={mode} needs run=<run dir> (a training output dir)")
-    if mode == "export":
-        _check(len(runs) == 1, "run", f"{runs}: mode=export takes one run, not an ensemble")
+    if mode in SINGLE_RUN_MODES:
+        _check(len(runs) == 1, "run", f"{runs}: mode={mode} takes one run, not an ensemble")
     return runs
 
 
@@ -297,12 +326,13 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    run: Any = None  # evaluate/predict/export: a run dir, or a list of them (an ensemble)
-    input: str | None = None  # predict: an image file, a folder or a glob
-    output: str | None = None  # evaluate/predict/export: where to write (default: in the run)
+    run: Any = None  # evaluate/predict/export/explain: a run dir, or a list (an ensemble)
+    input: str | None = None  # predict/explain: an image file, a folder or a glob
+    output: str | None = None  # evaluate/predict/export/explain: where to write (default: run)
     format: str = "saved_model"  # export
     eval: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
     path: str = "outputs"  # mode=runs: a run, a sweep or a folder of them to compare
 
     def __post_init__(self) -> None:
@@ -323,8 +353,10 @@ class RunConfig:
                 "format",
                 f"{self.format} needs {', '.join(missing)}: pip install 'cvtrain[{extra}]'",
             )
-        if self.mode == "predict":
-            _check(bool(self.input), "input", "null: mode=predict needs input=<image|folder|glob>")
+        if self.mode in INPUT_MODES:
+            _check(
+                bool(self.input), "input", f"null: mode={self.mode} needs input=<image|folder|glob>"
+            )
 
 
 def validate(cfg: DictConfig | dict[str, Any]) -> RunConfig:

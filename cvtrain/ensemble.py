@@ -1,4 +1,4 @@
-"""Finished runs as evaluate, predict and export use them: one run, or several averaged.
+"""Finished runs as evaluate, predict, export and explain use them: one run, or several averaged.
 
 Loading a run's config is pure Python, so a wrong `run=` or a bad override is reported before
 TensorFlow is imported. An ensemble averages its members' class probabilities.
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # Settings a user may change when reusing a run: which data, split and batch size to use.
 OVERRIDABLE = ("data",)
-# The keys of the evaluate/predict/export invocation itself, never taken from the saved run.
-INVOCATION = ("mode", "run", "input", "output", "format", "eval", "predict")
+# The keys of the evaluate/predict/export/explain invocation itself, never taken from the saved run.
+INVOCATION = ("mode", "run", "input", "output", "format", "eval", "predict", "explain")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rich.table import Table
 from cvtrain import artifacts, plots
 from cvtrain.config import RunConfig
 from cvtrain.console import console
-from cvtrain.data.index import SEGMENTATION, FileIndex
+from cvtrain.data.index import SEGMENTATION, FileIndex, class_id
 from cvtrain.data.sources import load_split
 from cvtrain.ensemble import SavedRun, load_runs, output_dir
 from cvtrain.errors import ConfigError, DataError
@@ -57,20 +57,6 @@ def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
     )
 
 
-def ignore_class_id(value: str | None, class_names: Sequence[str]) -> int | None:
-    """`eval.ignore_class` by name (border) or by id (2)."""
-    if value is None:
-        return None
-    if value in class_names:
-        return list(class_names).index(value)
-    if value.isdigit() and int(value) < len(class_names):
-        return int(value)
-    raise ConfigError(
-        f"eval.ignore_class={value!r} is not a class of this dataset; "
-        f"use one of {', '.join(class_names)} (or its id 0..{len(class_names) - 1})"
-    )
-
-
 def check_model(model, saved: SavedRun, image_size: list[int], num_classes: int) -> None:
     size = list(model.input_shape[1:3])
     if size != list(image_size):
@@ -90,7 +76,7 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
     """Every member (and their average, for an ensemble) on one split; returns the report."""
     cfg = runs[0].config
     task, index = cfg.task.name, eval_index(cfg, out_dir)
-    ignore = ignore_class_id(cfg.eval.ignore_class, index.class_names)
+    ignore = class_id(cfg.eval.ignore_class, index.class_names, "eval.ignore_class")
     if ignore is not None and task != SEGMENTATION:
         raise ConfigError("eval.ignore_class is for segmentation; drop it for classification")
 

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from cvtrain.artifacts import write_atomic  # noqa: E402
 
@@ -37,6 +38,21 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     """The photo with its class-id mask blended over it, as HxWx3 uint8."""
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask).astype(np.float32)
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def save_png(pixels: np.ndarray, path: Path) -> Path:
+    """An HxW (grey) or HxWx3 uint8 array as a PNG file."""
+    write_atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+    return path
+
+
+def heatmap_panel(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """The photo | the photo under a 0..1 heatmap in the jet colours (the book's Grad-CAM
+    picture), one HxWx3 uint8 image; `heatmap` has the photo's height and width."""
+    colours = matplotlib.colormaps["jet"](np.clip(heatmap, 0, 1))[..., :3] * 255
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    overlaid = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    return np.concatenate([image.astype(np.uint8), overlaid], axis=1)
 
 
 def save_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:

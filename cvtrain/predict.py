@@ -12,12 +12,11 @@ import csv
 import glob
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from rich.progress import track
 
 from cvtrain import artifacts, plots
@@ -63,14 +62,37 @@ def expand_inputs(pattern: str) -> list[Path]:
 
 
 def check_unique_names(files: list[Path]) -> None:
-    """Masks are named after their image; two inputs must not write the same mask."""
+    """Outputs are named after their image; two inputs must not write the same file."""
     clash = [stem for stem, n in Counter(f.stem for f in files).items() if n > 1]
     if clash:
         same = [str(f) for f in files if f.stem == clash[0]]
         raise DataError(
             f"input has {len(same)} files named {clash[0]}.* ({', '.join(same[:3])}), which "
-            "would write the same mask; predict them separately or narrow the glob"
+            "would write the same output file; run them separately or narrow the glob"
         )
+
+
+def readable_images(
+    files: list[Path], skipped: list[tuple[Path, str]], description: str
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each input that decodes, as (path, HxWx3 uint8 at its own size), with a progress bar;
+    the others are appended to `skipped` with the reason."""
+    import tensorflow as tf
+
+    from cvtrain.data.pipeline import read_image
+
+    for path in track(
+        files, description=description, console=console, disable=not console.is_terminal
+    ):
+        if sniff_image(path) is None:
+            skipped.append((path, "not a readable image (unknown format or truncated)"))
+            continue
+        try:
+            image = read_image(str(path)).numpy()
+        except tf.errors.InvalidArgumentError:
+            skipped.append((path, "cannot be decoded (truncated or corrupt)"))
+            continue
+        yield path, image
 
 
 def predict(runs: list[SavedRun], files: list[Path], out_dir: Path) -> PredictResult:
@@ -79,9 +101,6 @@ def predict(runs: list[SavedRun], files: list[Path], out_dir: Path) -> PredictRe
     if segmentation:
         check_unique_names(files)
 
-    import tensorflow as tf
-
-    from cvtrain.data.pipeline import read_image
     from cvtrain.ensemble import average
     from cvtrain.serving import raw_predictor
     from cvtrain.tasks import class_probabilities
@@ -89,28 +108,17 @@ def predict(runs: list[SavedRun], files: list[Path], out_dir: Path) -> PredictRe
     models = [saved.load_model() for saved in runs]
     predictors = [raw_predictor(model, segmentation) for model in models]
     result = PredictResult(out_dir)
-    rows: list[tuple[str, str, float]] = []
-    for path in track(
-        files, description="predicting", console=console, disable=not console.is_terminal
-    ):
-        if sniff_image(path) is None:
-            result.skipped.append((path, "not a readable image (unknown format or truncated)"))
-            continue
-        try:
-            image = read_image(str(path)).numpy()
-        except tf.errors.InvalidArgumentError:
-            result.skipped.append((path, "cannot be decoded (truncated or corrupt)"))
-            continue
+    rows: list[tuple[str, str, str]] = []
+    for path, image in readable_images(files, result.skipped, "predicting"):
         probs = average([class_probabilities(p(image[None]).numpy())[0] for p in predictors])
         if segmentation:
             result.written.append(write_mask(image, probs, path.stem, out_dir, cfg))
         else:
             label = int(probs.argmax())
-            rows.append((str(path), class_name(runs[0], label), float(probs[label])))
+            rows.append((str(path), class_name(runs[0], label), f"{probs[label]:.6f}"))
     if not segmentation:
-        result.written.append(write_csv(rows, out_dir / CSV))
-    for path, why in result.skipped:
-        log.warning("skipped %s: %s", path, why)
+        result.written.append(write_csv(("file", "label", "probability"), rows, out_dir / CSV))
+    log_skipped(result.skipped)
     report(result, segmentation, len(files))
     return result
 
@@ -125,24 +133,25 @@ def write_mask(
 ) -> Path:
     """The mask PNG (class id + offset) and the overlay PNG for one image."""
     ids = probs.argmax(-1).astype(np.uint8)
-    mask_path = out_dir / MASKS / f"{name}.png"
-    mask = Image.fromarray(ids + np.uint8(cfg.predict.mask_offset))
-    artifacts.write_atomic(mask_path, lambda tmp: mask.save(tmp, format="PNG"))
-    blended = Image.fromarray(plots.overlay(image, ids, cfg.predict.overlay_alpha))
-    overlay_path = out_dir / OVERLAYS / f"{name}.png"
-    artifacts.write_atomic(overlay_path, lambda tmp: blended.save(tmp, format="PNG"))
-    return mask_path
+    overlay = plots.overlay(image, ids, cfg.predict.overlay_alpha)
+    plots.save_png(overlay, out_dir / OVERLAYS / f"{name}.png")
+    return plots.save_png(ids + np.uint8(cfg.predict.mask_offset), out_dir / MASKS / f"{name}.png")
 
 
-def write_csv(rows: list[tuple[str, str, float]], path: Path) -> Path:
+def write_csv(header: Sequence[str], rows: list[Sequence[str]], path: Path) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(("file", "label", "probability"))
-            writer.writerows((file, label, f"{p:.6f}") for file, label, p in rows)
+            writer.writerow(header)
+            writer.writerows(rows)
 
     artifacts.write_atomic(path, write)
     return path
+
+
+def log_skipped(skipped: list[tuple[Path, str]]) -> None:
+    for path, why in skipped:
+        log.warning("skipped %s: %s", path, why)
 
 
 def report(result: PredictResult, segmentation: bool, total: int) -> None:

@@ -46,6 +46,20 @@ def sniff_image(path: str | Path) -> str | None:
     return kind
 
 
+def class_id(value: str | None, class_names: Sequence[str], key: str) -> int | None:
+    """A class given on the command line (`key=value`) by name (border) or by id (2)."""
+    if value is None:
+        return None
+    if value in class_names:
+        return list(class_names).index(value)
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    raise ConfigError(
+        f"{key}={value!r} is not a class of this dataset; "
+        f"use one of {', '.join(class_names)} (or its id 0..{len(class_names) - 1})"
+    )
+
+
 @dataclass(frozen=True)
 class FileIndex:
     """Image paths and their targets: mask paths (segmentation) or integer labels."""
