@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -28,8 +27,9 @@ from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
 from cvtrain.errors import ConfigError, UserError
 from cvtrain.interrupt import Interrupted, StopNow
+from cvtrain.modes import MODES
 from cvtrain.paths import config_dir
-from cvtrain.resume import check_compatible, expand_resume_arg, resume_command
+from cvtrain.resume import expand_resume_arg, resume_command
 from cvtrain.suggest import did_you_mean
 
 log = logging.getLogger("cvtrain")
@@ -79,61 +79,6 @@ def discard_if_empty(run_dir: Path) -> None:
         remove_empty_parents(run_dir)
 
 
-def run_train(cfg: RunConfig, run_dir: Path) -> float:
-    from cvtrain.data.sources import load_split
-
-    # Data errors (and bad files, data.verify) surface before TF loads.
-    split, dropped = load_split(cfg.data, cfg.task.name, verify_in=run_dir)
-    check_compatible(run_dir, cfg, split.train.num_classes)  # a resume that cannot work, too
-    if dropped:
-        log.warning(
-            "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
-        )
-    tf_logging.import_tensorflow()
-    from cvtrain.summary import print_train_summary
-    from cvtrain.train import train
-
-    result = train(cfg, split, run_dir)
-    print_train_summary(result, cfg.task.name)
-    return result.best_val_loss
-
-
-def run_verify_data(cfg: RunConfig, run_dir: Path) -> None:
-    """Rescan every file (ignoring the cache); the run dir is kept only for bad_files.txt."""
-    from cvtrain.data.sources import load_index
-    from cvtrain.data.verify import checked_index
-
-    index, dropped = load_index(cfg.data, cfg.task.name)
-    try:
-        kept = checked_index(index, dropped, cfg.data.on_bad, run_dir, use_cache=False)
-        log.info("verified %d samples: %d usable", len(index) + len(dropped), len(kept))
-    finally:
-        discard_if_empty(run_dir)
-
-
-def run_runs(cfg: RunConfig, run_dir: Path) -> None:
-    from cvtrain.runs import show
-
-    discard_if_empty(run_dir)  # listing runs is not a run
-    show(cfg.path)
-
-
-def run_on_saved(mode: str) -> Callable[[RunConfig, Path], None]:
-    """evaluate/predict/export/explain write into the run they read (or `output=`), so Hydra's
-    fresh run dir is removed unless the mode used it (an ensemble's results)."""
-
-    def run(cfg: RunConfig, run_dir: Path) -> None:
-        from importlib import import_module
-
-        try:
-            tf_logging.import_tensorflow()
-            import_module(f"cvtrain.{mode}").run(cfg, HydraConfig.get().overrides.task, run_dir)
-        finally:
-            discard_if_empty(run_dir)
-
-    return run
-
-
 def remove_empty_parents(run_dir: Path) -> None:
     """Folders Hydra made for a run dir that is gone (outputs/<date>), below the cwd only."""
     cwd = Path.cwd().resolve()
@@ -146,24 +91,20 @@ def remove_empty_parents(run_dir: Path) -> None:
             return
 
 
-# mode -> function(cfg, run_dir) returning the objective (or None); config.MODES lists the names.
-MODES: dict[str, Callable[[RunConfig, Path], float | None]] = {
-    "train": run_train,
-    "evaluate": run_on_saved("evaluate"),
-    "predict": run_on_saved("predict"),
-    "export": run_on_saved("export"),
-    "explain": run_on_saved("explain"),
-    "runs": run_runs,
-    "verify_data": run_verify_data,
-}
-
 ConfigStore.instance().store(name="schema", node=RunConfig)
 
 
 def dispatch(raw: DictConfig, run_dir: Path) -> float | None:
+    """Run the chosen mode; Hydra's fresh run dir stays only if the mode keeps or wrote to it."""
     check_choices()
     cfg = validate(raw)
-    return MODES[cfg.mode](cfg, run_dir)
+    mode = MODES[cfg.mode]
+    try:
+        result = mode.function()(cfg, HydraConfig.get().overrides.task, run_dir)
+    finally:
+        if not mode.keeps_run_dir:
+            discard_if_empty(run_dir)
+    return result if isinstance(result, float) else None  # the objective sweepers minimise
 
 
 def task(raw: DictConfig) -> float | None:
@@ -201,6 +142,7 @@ hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_nam
 
 def main() -> None:
     tf_logging.configure()
+    tf_logging.quiet_tensorflow_import()
     # Let composition errors reach us as exceptions instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:

@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain.errors import ConfigError
+from cvtrain.export_formats import FORMATS
 from cvtrain.models import MODELS, check_model
 from cvtrain.models.backbone_specs import BACKBONES
+from cvtrain.modes import MODES
 from cvtrain.paths import config_groups
 from cvtrain.suggest import did_you_mean
 
@@ -28,14 +30,6 @@ SCHEDULES = ("constant", "cosine")
 CACHES = ("none", "memory", "disk")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
-# cli.MODES maps each to its function
-MODES = ("train", "evaluate", "predict", "export", "explain", "runs", "verify_data")
-RUN_MODES = ("evaluate", "predict", "export", "explain")  # modes that load finished runs (`run=`)
-SINGLE_RUN_MODES = ("export", "explain")  # no ensembles
-INPUT_MODES = ("predict", "explain")  # modes that read new images (`input=`)
-EXPORT_FORMATS = ("saved_model", "keras", "tflite", "onnx")
-# Export formats that need an optional extra: format -> (modules, extra)
-EXPORT_EXTRAS = {"onnx": (("tf2onnx", "onnxruntime"), "onnx")}
 EVAL_SPLITS = ("val", "train", "all")
 TRACKERS = ("none", "mlflow")
 
@@ -310,9 +304,9 @@ def _run_dirs(run: Any, mode: str) -> list[str]:
     """`run=dir` or `run=[dir1,dir2]` (an ensemble) as a list of paths."""
     runs = [] if run is None else [run] if isinstance(run, str) else list(run)
     _check(all(isinstance(r, str) and r for r in runs), "run", f"{run!r} must be run dirs")
-    if mode in RUN_MODES:
+    if MODES[mode].reads_run:
         _check(bool(runs), "run", f"null: mode={mode} needs run=<run dir> (a training output dir)")
-    if mode in SINGLE_RUN_MODES:
+    if MODES[mode].one_run:
         _check(len(runs) == 1, "run", f"{runs}: mode={mode} takes one run, not an ensemble")
     return runs
 
@@ -336,8 +330,8 @@ class RunConfig:
     path: str = "outputs"  # mode=runs: a run, a sweep or a folder of them to compare
 
     def __post_init__(self) -> None:
-        _choice(self.mode, "mode", MODES)
-        _choice(self.format, "format", EXPORT_FORMATS)
+        _choice(self.mode, "mode", tuple(MODES))
+        _choice(self.format, "format", tuple(FORMATS))
         self.run = _run_dirs(self.run, self.mode)
         if self.mode in ("train", "verify_data"):  # before anything is read or TF loads
             from cvtrain.data.sources import check_source  # it imports this module
@@ -345,15 +339,16 @@ class RunConfig:
             check_source(self.data.source, self.task.name)
         if self.mode == "train":  # the model must fit the data and the task
             check_model(self.model, tuple(self.data.image_size), self.task.name)
-        if self.mode == "export" and self.format in EXPORT_EXTRAS:
-            modules, extra = EXPORT_EXTRAS[self.format]
-            missing = [m for m in modules if find_spec(m) is None]
+        if self.mode == "export":  # an optional extra the format needs
+            export_format = FORMATS[self.format]
+            missing = [m for m in export_format.needs if find_spec(m) is None]
             _check(
                 not missing,
                 "format",
-                f"{self.format} needs {', '.join(missing)}: pip install 'cvtrain[{extra}]'",
+                f"{self.format} needs {', '.join(missing)}: "
+                f"pip install 'cvtrain[{export_format.extra}]'",
             )
-        if self.mode in INPUT_MODES:
+        if MODES[self.mode].reads_input:
             _check(
                 bool(self.input), "input", f"null: mode={self.mode} needs input=<image|folder|glob>"
             )

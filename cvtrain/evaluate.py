@@ -34,9 +34,9 @@ TABLE_ROWS = {
 }
 
 
-def run(cfg: RunConfig, overrides: Sequence[str], hydra_dir: Path) -> dict:
+def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> dict:
     runs = load_runs(cfg, overrides)
-    return evaluate(runs, output_dir(cfg, runs, hydra_dir, "eval"))
+    return evaluate(runs, output_dir(cfg, runs, run_dir, "eval"))
 
 
 def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:

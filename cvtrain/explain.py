@@ -40,13 +40,13 @@ class ExplainResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
 
 
-def run(cfg: RunConfig, overrides: Sequence[str], hydra_dir: Path) -> ExplainResult:
+def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> ExplainResult:
     files = expand_inputs(cfg.input or "")
     check_unique_names(files)
     saved = load_runs(cfg, overrides)[0]
     if saved.class_names:  # a wrong explain.class fails before TensorFlow loads
         target_class(saved.config, saved.class_names)
-    return explain(saved, files, output_dir(cfg, [saved], hydra_dir, "explain"))
+    return explain(saved, files, output_dir(cfg, [saved], run_dir, "explain"))
 
 
 def target_class(cfg: RunConfig, class_names: Sequence[str]) -> int | None:

@@ -38,10 +38,10 @@ class PredictResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, why)
 
 
-def run(cfg: RunConfig, overrides: Sequence[str], hydra_dir: Path) -> PredictResult:
+def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> PredictResult:
     files = expand_inputs(cfg.input or "")
     runs = load_runs(cfg, overrides)
-    return predict(runs, files, output_dir(cfg, runs, hydra_dir, "predictions"))
+    return predict(runs, files, output_dir(cfg, runs, run_dir, "predictions"))
 
 
 def expand_inputs(pattern: str) -> list[Path]:

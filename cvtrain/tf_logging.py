@@ -9,6 +9,8 @@ GPU logs "failed call to cuInit" at ERROR level, which only TF_CPP_MIN_LOG_LEVEL
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -55,23 +57,47 @@ def drop_hidden(text: str, level: int) -> str:
     return "".join(kept)
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow with stderr (the file descriptor: the lines come from C++) captured,
-    then pass on whatever the log level lets through, in order."""
-    if "tensorflow" in sys.modules:
-        return
-    value = os.environ.get(LEVEL_ENV, "0")
-    level = int(value) if value.isdigit() else 0
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            sys.stderr.write(drop_hidden(capture.read().decode(errors="replace"), level))
-            sys.stderr.flush()
+def filtered_stderr(exec_module):
+    """`exec_module` with file descriptor 2 captured (the lines come from C++), then whatever
+    the log level lets through passed on, in order."""
+
+    def run(module) -> None:
+        value = os.environ.get(LEVEL_ENV, "0")
+        level = int(value) if value.isdigit() else 0
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                exec_module(module)
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                sys.stderr.write(drop_hidden(capture.read().decode(errors="replace"), level))
+                sys.stderr.flush()
+
+    return run
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` like the normal finders do and filters its import's stderr, so the
+    first import is quiet wherever it happens (after each mode's pure-Python checks)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: later lookups are the normal ones
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader.exec_module = filtered_stderr(spec.loader.exec_module)
+        return spec
+
+
+def quiet_tensorflow_import() -> None:
+    """Filter the stderr of TensorFlow's first import in this process (a no-op once imported)."""
+    if "tensorflow" not in sys.modules and not any(
+        isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path
+    ):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())

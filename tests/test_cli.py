@@ -80,6 +80,20 @@ def test_no_suggestion_when_nothing_is_close():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["evaluate", "predict", "export", "explain"])
+def test_a_bad_run_dir_is_reported_before_tensorflow(mode, tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"")  # predict/explain check their input first
+    args = (f"run={tmp_path / 'nowhere'}", f"input={tmp_path / 'x.jpg'}")
+    proc = run_probe(f"mode={mode}", *args, f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"cvtrain: error: run={tmp_path / 'nowhere'} is not a cvtrain run dir (no "
+        ".hydra/config.yaml); pass a training output dir such as outputs/<date>/<time>"
+    ]
+    assert "TF_NOT_IMPORTED" in proc.stdout
+
+
+@pytest.mark.slow
 def test_misspelt_optional_group_fails_instead_of_being_skipped(tmp_path):
     """Hydra silently skips a missing option of an optional group (experiment, debug...)."""
     run = tmp_path / "run"

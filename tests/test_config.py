@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import make_config
 
-from cvtrain.config import MODES, validate
+from cvtrain.config import validate
 from cvtrain.errors import ConfigError
+from cvtrain.modes import MODES
 
 
 def test_segmentation_task_selects_the_chapter_setup():
@@ -53,6 +54,14 @@ def test_unknown_key_is_rejected_even_when_forced_with_plus():
 
 
 def test_every_mode_the_schema_accepts_is_wired_in_the_cli():
+    import inspect
+
     from cvtrain.cli import MODES as CLI_MODES
 
     assert set(MODES) == set(CLI_MODES)
+    for name, mode in MODES.items():  # one signature for every mode
+        assert list(inspect.signature(mode.function()).parameters) == [
+            "cfg",
+            "overrides",
+            "run_dir",
+        ], name

@@ -11,8 +11,8 @@ from PIL import Image
 
 from cvtrain.ensemble import load_runs
 from cvtrain.errors import ConfigError
-from cvtrain.export import TOLERANCE
 from cvtrain.export import run as export_run
+from cvtrain.export_formats import FORMATS
 from cvtrain.predict import MASKS
 from cvtrain.predict import run as predict_run
 
@@ -42,7 +42,7 @@ def test_saved_model_serves_raw_images_like_predict(seg_run, photo, tmp_path):
 
     result = export(seg_run, "saved_model", tmp_path)
     assert result.path == seg_run / "export" / "saved_model"
-    assert result.max_abs_diff <= TOLERANCE["saved_model"]
+    assert result.max_abs_diff <= FORMATS["saved_model"].tolerance
     loaded = tf.saved_model.load(str(result.path))
     probs = loaded.signatures["serving_default"](images=tf.constant(photo[None]))["output_0"]
     assert probs.shape == (1, *photo.shape[:2], 3)  # at the photo's own size
@@ -63,7 +63,7 @@ def test_keras_file_loads_safely_and_takes_uint8_of_any_size(seg_run, photo, tmp
     import keras
 
     result = export(seg_run, "keras", tmp_path)
-    assert result.max_abs_diff <= TOLERANCE["keras"]
+    assert result.max_abs_diff <= FORMATS["keras"].tolerance
     loaded = keras.saving.load_model(result.path, safe_mode=True)
     model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
     probs = loaded.predict(photo[None], verbose=0)
@@ -84,13 +84,13 @@ def test_tflite_runs_in_the_interpreter_within_tolerance(seg_run, photo, tmp_pat
     from cvtrain.serving import raw_predictor
 
     result = export(seg_run, "tflite", tmp_path)
-    assert result.path.suffix == ".tflite" and result.max_abs_diff <= TOLERANCE["tflite"]
+    assert result.path.suffix == ".tflite" and result.max_abs_diff <= FORMATS["tflite"].tolerance
     runner = tf.lite.Interpreter(model_path=str(result.path)).get_signature_runner()
     probs = runner(images=photo[None])["output_0"]
     model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
     expected = raw_predictor(model, segmentation=True)(photo[None]).numpy()
     assert probs.shape == expected.shape == (1, *photo.shape[:2], 3)
-    np.testing.assert_allclose(probs, expected, atol=TOLERANCE["tflite"])
+    np.testing.assert_allclose(probs, expected, atol=FORMATS["tflite"].tolerance)
 
 
 def test_onnx_takes_raw_uint8_of_any_size_like_predict(seg_run, photo, tmp_path):
@@ -100,13 +100,13 @@ def test_onnx_takes_raw_uint8_of_any_size_like_predict(seg_run, photo, tmp_path)
 
     result = export(seg_run, "onnx", tmp_path)
     assert result.path == seg_run / "export" / "model.onnx"
-    assert result.max_abs_diff <= TOLERANCE["onnx"]
+    assert result.max_abs_diff <= FORMATS["onnx"].tolerance
     session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     probs = session.run(None, {"images": photo[None]})[0]
     model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
     expected = raw_predictor(model, segmentation=True)(photo[None]).numpy()
     assert probs.shape == expected.shape == (1, *photo.shape[:2], 3)  # the photo's own size
-    np.testing.assert_allclose(probs, expected, atol=TOLERANCE["onnx"])
+    np.testing.assert_allclose(probs, expected, atol=FORMATS["onnx"].tolerance)
 
 
 def test_onnx_without_its_extra_says_how_to_install_it(tmp_path, monkeypatch):
@@ -146,7 +146,7 @@ def test_a_mixed_precision_run_exports_to_tflite_in_float32(pets_root, photo, tm
     finally:
         keras.mixed_precision.set_dtype_policy("float32")  # training leaves its policy set
     result = export(run_dir, "tflite", tmp_path / "out")
-    assert result.max_abs_diff <= TOLERANCE["tflite"]
+    assert result.max_abs_diff <= FORMATS["tflite"].tolerance
     runner = tf.lite.Interpreter(model_path=str(result.path)).get_signature_runner()
     exported = runner(images=photo[None])["output_0"]
     mixed = load_runs(make_config("mode=evaluate", f"run={run_dir}"))[0].load_model()

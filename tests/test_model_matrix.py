@@ -11,11 +11,10 @@ from conftest import make_config, tiny_classification, tiny_segmentation, train_
 from PIL import Image
 
 from cvtrain import artifacts
-from cvtrain.config import EXPORT_FORMATS
 from cvtrain.ensemble import load_runs
 from cvtrain.evaluate import run as evaluate_run
-from cvtrain.export import TOLERANCE
 from cvtrain.export import run as export_run
+from cvtrain.export_formats import FORMATS
 from cvtrain.predict import CSV, MASKS
 from cvtrain.predict import run as predict_run
 
@@ -111,10 +110,10 @@ def test_predict_writes_one_result_per_input(trained, tmp_path):
         assert all(0.5 <= float(r["probability"]) <= 1 for r in rows)
 
 
-@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_export_passes_its_parity_check(trained, fmt, tmp_path):
     name, run_dir, _ = trained
     cfg = make_config("mode=export", f"run={run_dir}", f"format={fmt}", f"output={tmp_path}")
     result = export_run(cfg, [], tmp_path)
     print(f"\nparity {name} {fmt}: max |exported - in-memory| = {result.max_abs_diff:.2e}")
-    assert result.path.exists() and result.max_abs_diff <= TOLERANCE[fmt]
+    assert result.path.exists() and result.max_abs_diff <= FORMATS[fmt].tolerance

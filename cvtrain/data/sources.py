@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from importlib import import_module
 from pathlib import Path
 
 from cvtrain.config import DataConfig
@@ -17,6 +16,7 @@ from cvtrain.data.index import (
     split_index,
 )
 from cvtrain.errors import ConfigError, DataError
+from cvtrain.registry import resolve
 
 # name -> (task, "module:function"); imported on use so one source's dependencies never slow
 # another, and the task is known before a source downloads or generates anything.
@@ -46,8 +46,7 @@ def check_source(source: str, task: str) -> None:
 
 def _loader(source: str, task: str) -> Callable[[DataConfig], FileIndex]:
     check_source(source, task)
-    module, func = SOURCES[source][1].split(":")
-    return getattr(import_module(module), func)
+    return resolve(SOURCES[source][1])
 
 
 def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
 from cvtrain.errors import ConfigError
 from cvtrain.models.backbone_specs import check_backbone
+from cvtrain.registry import resolve
 
 if TYPE_CHECKING:
     import keras
@@ -103,8 +103,7 @@ def build_model(
     cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int
 ) -> keras.Model:
     check_model(cfg, input_shape)
-    module, func = MODELS[cfg.name].builder.split(":")
-    model = getattr(import_module(module), func)(cfg, input_shape, num_classes)
+    model = resolve(MODELS[cfg.name].builder)(cfg, input_shape, num_classes)
     set_bn_momentum(model, cfg.bn_momentum)
     return model
 

@@ -1,0 +1,37 @@
+"""Every `mode=` in one table: where it lives and what it needs from the command line.
+
+Each mode is `run(cfg, overrides, run_dir) -> float | None` (the objective a sweeper minimises,
+or None), imported only when chosen. Config validation reads the flags below, so a missing
+`run=` or `input=` is reported before anything is imported; the CLI reads the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cvtrain.registry import resolve
+
+
+@dataclass(frozen=True)
+class Mode:
+    target: str  # "module:function"
+    reads_run: bool = False  # run=<run dir> (or [dir1,dir2]: an ensemble) is required
+    one_run: bool = False  # an ensemble makes no sense for it
+    reads_input: bool = False  # input=<image|folder|glob> is required
+    keeps_run_dir: bool = False  # train keeps Hydra's run dir; the others only if they wrote
+
+    def function(self) -> Callable[..., Any]:
+        return resolve(self.target)
+
+
+MODES: dict[str, Mode] = {
+    "train": Mode("cvtrain.modes.train:run", keeps_run_dir=True),
+    "evaluate": Mode("cvtrain.evaluate:run", reads_run=True),
+    "predict": Mode("cvtrain.predict:run", reads_run=True, reads_input=True),
+    "export": Mode("cvtrain.export:run", reads_run=True, one_run=True),
+    "explain": Mode("cvtrain.explain:run", reads_run=True, one_run=True, reads_input=True),
+    "runs": Mode("cvtrain.modes.runs:run"),
+    "verify_data": Mode("cvtrain.modes.verify_data:run"),
+}

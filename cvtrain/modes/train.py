@@ -1,0 +1,29 @@
+"""mode=train: data checks (pure Python), then TensorFlow, the training and its summary."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from cvtrain.config import RunConfig
+from cvtrain.data.sources import load_split
+from cvtrain.resume import check_compatible
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
+    # Data errors (and bad files, data.verify) surface before TF loads.
+    split, dropped = load_split(cfg.data, cfg.task.name, verify_in=run_dir)
+    check_compatible(run_dir, cfg, split.train.num_classes)  # a resume that cannot work, too
+    if dropped:
+        log.warning(
+            "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
+        )
+    from cvtrain.summary import print_train_summary
+    from cvtrain.train import train
+
+    result = train(cfg, split, run_dir)
+    print_train_summary(result, cfg.task.name)
+    return result.best_val_loss
