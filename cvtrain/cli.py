@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain import tf_logging
+from cvtrain.cluster import worker_rank
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
 from cvtrain.errors import ConfigError, UserError
@@ -140,13 +141,21 @@ def task(raw: DictConfig) -> float | None:
 hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
 
 
+def worker_overrides() -> list[str]:
+    """A worker other than the chief leaves the shared run dir's .hydra/ and cvtrain.log to the
+    chief (a resume reads .hydra/overrides.yaml) and logs to cvtrain-worker<N>.log."""
+    rank = worker_rank()
+    return ["hydra.output_subdir=null", f"hydra.job.name=cvtrain-worker{rank}"] if rank else []
+
+
 def main() -> None:
     tf_logging.configure()
     tf_logging.quiet_tensorflow_import()
     # Let composition errors reach us as exceptions instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        sys.argv[1:] = expand_resume_arg(sys.argv[1:])  # resume=<run_dir>: its saved overrides
+        # resume=<run_dir>: its saved overrides
+        sys.argv[1:] = [*expand_resume_arg(sys.argv[1:]), *worker_overrides()]
         hydra_main()
     except UserError as exc:
         fail(str(exc))

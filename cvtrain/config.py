@@ -195,6 +195,7 @@ class TrainerConfig:
     steps_per_execution: int = 1
     strategy: str = "auto"
     loop: str = "fit"
+    port: int = 8888  # workers of an srun step listen on port, port + 1, ... on each node
     prediction_images: int = 4
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
@@ -217,6 +218,7 @@ class TrainerConfig:
         )
         _choice(self.strategy, "trainer.strategy", STRATEGIES)
         _choice(self.loop, "trainer.loop", LOOPS)
+        _check(1024 <= self.port <= 65000, "trainer.port", f"{self.port} must be in [1024, 65000]")
         _check(
             not (self.strategy == "multi_worker" and self.loop == "fit"),
             "trainer.loop",

@@ -7,58 +7,58 @@ also raise the batch; see the README's Performance section).
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import tensorflow as tf
 
+from cvtrain.cluster import cluster_size, slurm_cluster, tf_config_workers
 from cvtrain.config import DataConfig, TrainerConfig
 from cvtrain.data.index import FileIndex
 from cvtrain.data.pipeline import build_dataset
-from cvtrain.errors import ConfigError
-
-
-def tf_config_workers() -> int:
-    """How many tasks TF_CONFIG's cluster lists (0 when it is unset)."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return 0
-    try:
-        cluster = json.loads(raw).get("cluster", {})
-    except (json.JSONDecodeError, AttributeError):
-        raise ConfigError(f"TF_CONFIG is not valid JSON: {raw[:80]!r}") from None
-    return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+from cvtrain.errors import ConfigError, UserError
 
 
 def strategy_name(cfg: TrainerConfig, num_gpus: int) -> str:
-    """auto: multi_worker under a multi-task TF_CONFIG, mirrored with >1 GPU, else one_device."""
+    """auto: multi_worker in a cluster of >1 workers (TF_CONFIG or an srun step), mirrored
+    with >1 GPU, else one_device."""
     name = cfg.strategy
     if name == "auto":
-        if tf_config_workers() > 1:
+        if cluster_size() > 1:
             name = "multi_worker"
         else:
             name = "mirrored" if num_gpus > 1 else "one_device"
     if name == "multi_worker" and cfg.loop == "fit":
         raise ConfigError(
-            "trainer.loop=fit cannot run under MultiWorkerMirroredStrategy (TF_CONFIG is set; "
-            "Keras 3 fit() does not support it); use trainer.loop=custom"
+            f"trainer.loop=fit cannot run under MultiWorkerMirroredStrategy ({cluster_size()} "
+            "workers from TF_CONFIG or srun; Keras 3 fit() does not support it); "
+            "use trainer.loop=custom"
         )
-    if name == "multi_worker" and not tf_config_workers():
+    if name == "multi_worker" and not cluster_size():
         raise ConfigError(
             "trainer.strategy=multi_worker needs TF_CONFIG describing the cluster "
             '(e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
-            '"task": {"type": "worker", "index": 0}})'
+            '"task": {"type": "worker", "index": 0}}) or an srun step of several tasks'
         )
     return name
 
 
 def make_strategy(cfg: TrainerConfig) -> tf.distribute.Strategy:
     """The strategy to build and compile the model under (`with strategy.scope()`)."""
-    name = strategy_name(cfg, len(tf.config.list_physical_devices("GPU")))
+    gpus = tf.config.list_physical_devices("GPU")
+    name = strategy_name(cfg, len(gpus))
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = None  # TF_CONFIG, read by TF's default TFConfigClusterResolver
+        if not tf_config_workers():
+            spec = slurm_cluster(cfg.port)
+            resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+                tf.train.ClusterSpec(spec["cluster"]),
+                task_type="worker",
+                task_id=spec["task"]["index"],
+                num_accelerators={"GPU": len(gpus)},  # every GPU of the task's node
+                rpc_layer="grpc",
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     if name == "mirrored":
         # All GPUs; on a CPU-only machine every logical CPU device (one unless configured).
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -75,6 +75,17 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     jobs = resolver.cluster_spec().jobs
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in jobs
+
+
+def check_same_epoch(strategy: tf.distribute.Strategy, epoch: int) -> None:
+    """Every worker resumes from the same epoch, or all of them stop with the same error."""
+    mine = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([epoch]))
+    found = sorted(set(strategy.gather(mine, axis=0).numpy().tolist()))
+    if len(found) > 1:
+        raise UserError(
+            f"the workers found different resume states (epochs {found}): the run dir must be "
+            "on a filesystem every worker sees (or give each a copy of the chief's)"
+        )
 
 
 def even_shard(index: FileIndex, shard: int, num_shards: int) -> FileIndex:

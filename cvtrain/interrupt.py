@@ -18,9 +18,9 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Interrupted(Exception):
     """Training stopped on a signal; `exit_code` is the shell's 128 + signal number."""
 
-    def __init__(self, signum: int, epoch: int):
+    def __init__(self, signum: int, epoch: int, where: str = ""):
         self.signum, self.epoch = signum, epoch
-        super().__init__(f"{signal.Signals(signum).name} during epoch {epoch}")
+        super().__init__(f"{signal.Signals(signum).name}{where} during epoch {epoch}")
 
     @property
     def exit_code(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from cvtrain.callbacks import (
 from cvtrain.config import OptimizerConfig, RunConfig, TrainerConfig
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
-from cvtrain.distribute import is_chief, make_strategy
+from cvtrain.distribute import check_same_epoch, is_chief, make_strategy
 from cvtrain.errors import UserError
 from cvtrain.hparams import HParams, run_hparams
 from cvtrain.interrupt import trap_signals
@@ -100,11 +101,15 @@ def train(cfg: RunConfig, split: Split, run_dir: Path) -> TrainResult:
     strategy = make_strategy(cfg.trainer)  # first: multi-worker collectives set up before any op
     if is_chief(strategy):
         with tracking.track(cfg, run_dir) as tracking_callbacks:  # MLflow: the chief only
-            return _train(cfg, split, run_dir, strategy, tracking_callbacks)
-    # Other workers run the very same steps (collectives must match) but keep no files.
+            return _train(cfg, split, run_dir, strategy, run_dir, tracking_callbacks)
+    # Other workers run the very same steps (collectives must match) and resume from the
+    # chief's state in the shared run dir, but write only into a scratch folder.
     log.info("not the chief worker: the chief writes the run directory and checkpoints")
     with tempfile.TemporaryDirectory(prefix="cvtrain-worker-") as scratch:
-        return replace(_train(cfg, split, Path(scratch), strategy), run_dir=run_dir)
+        if (run_dir / artifacts.HISTORY).is_file():  # the epochs before a resume, for the summary
+            shutil.copyfile(run_dir / artifacts.HISTORY, Path(scratch) / artifacts.HISTORY)
+        result = _train(cfg, split, Path(scratch), strategy, state_dir=run_dir)
+        return replace(result, run_dir=run_dir)
 
 
 def _train(
@@ -112,8 +117,10 @@ def _train(
     split: Split,
     run_dir: Path,
     strategy: tf.distribute.Strategy,
+    state_dir: Path,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
+    """Train, writing into `run_dir`, resuming from the state saved in `state_dir`."""
     precision = setup_runtime(cfg.trainer)
     task, data = cfg.task.name, cfg.data
     num_classes = split.train.num_classes
@@ -154,12 +161,14 @@ def _train(
     manifest.write(run_dir / artifacts.MANIFEST, cfg, split, precision, model.count_params())
 
     # Same run dir = continue: weights, optimizer, epoch, best val_loss, early-stopping state.
-    state = resume.check_compatible(run_dir, cfg, num_classes)
+    state = resume.check_compatible(state_dir, cfg, num_classes)
+    check_same_epoch(strategy, state.epoch if state else 0)  # before restore's collectives
     resume.trim_history(run_dir / artifacts.HISTORY, state.epoch if state else 0)
     checkpoint = BestCheckpoint(run_dir / artifacts.CHECKPOINT)
     if state:
         constant_lr = cfg.optimizer.lr if cfg.optimizer.schedule == "constant" else None
-        restore(model, run_dir, state, checkpoint, constant_lr)
+        with strategy.scope():  # the optimizer's variables are built here, mirrored too
+            restore(model, state_dir, state, checkpoint, constant_lr)
         log.info("resuming after epoch %d (best val_loss %.4f)", state.epoch, state.best)
     progress = RichProgress(cfg.trainer.epochs, steps)
     callbacks: list[keras.callbacks.Callback] = [
@@ -212,7 +221,8 @@ def _train(
                     cache_dir=run_dir / "cache",
                     epochs=epochs,
                     initial_epoch=initial_epoch,
-                    callbacks=[*callbacks, StopOnSignal(trap)],
+                    callbacks=callbacks,
+                    trap=trap,  # workers agree on stopping: see custom_loop
                 )
             else:
                 model.fit(
@@ -227,6 +237,8 @@ def _train(
                 )
         except tf.errors.ResourceExhaustedError:
             raise UserError(out_of_memory_message(cfg, precision)) from None
+        except tf.errors.UnavailableError:  # a peer's heartbeats stopped (killed, lost)
+            raise UserError(lost_worker_message(state_dir)) from None
         finally:
             progress.on_train_end()  # a run stopped by an exception leaves no live bar behind
     history = read_history(run_dir / artifacts.HISTORY)  # every epoch, not just this process's
@@ -243,6 +255,14 @@ def out_of_memory_message(cfg: RunConfig, precision: str) -> str:
         f"precision {precision}); try data.batch_size={max(1, data.batch_size // 2)}, "
         "a smaller data.image_size or model.width"
         + (", or trainer.precision=mixed_float16 on a GPU" if precision == "float32" else "")
+    )
+
+
+def lost_worker_message(run_dir: Path) -> str:
+    return (
+        "lost contact with another worker (killed, crashed or unreachable); every worker stops. "
+        "The run is saved up to its last completed epoch: start all workers again with "
+        f"{resume.resume_command(run_dir)}"
     )
 
 
