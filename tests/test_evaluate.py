@@ -49,7 +49,7 @@ def evaluate_runs(*overrides: str) -> tuple:
 @pytest.mark.slow
 def test_evaluating_the_checkpoint_reproduces_the_best_epoch_val_metrics(runs, tmp_path):
     cfg = make_config("mode=evaluate", f"run={runs[0]}")
-    report = run(cfg, [], hydra_dir=tmp_path)
+    report = run(cfg, [], run_dir=tmp_path)
     logged = artifacts.read_json(runs[0] / artifacts.METRICS)["best"]
     got = report["metrics"]
     for name in ("loss", "pixel_accuracy", "mean_iou"):
@@ -75,7 +75,7 @@ def test_ignore_class_leaves_border_pixels_out(runs, tmp_path):
 @pytest.mark.slow
 def test_ensemble_reports_each_member_and_their_average(runs, tmp_path, capsys):
     cfg = make_config("mode=evaluate", f"run=[{runs[0]},{runs[1]}]")
-    report = run(cfg, [], hydra_dir=tmp_path)
+    report = run(cfg, [], run_dir=tmp_path)
     out = capsys.readouterr().out
     for name in ("run_a", "run_b", "ensemble", "mean_iou", "dice pet"):
         assert name in out

@@ -77,7 +77,7 @@ def disc_inputs(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, np.ndarray
 
 def explain(*overrides: str):
     cfg = make_config("mode=explain", *overrides)
-    return explain_run(cfg, [], hydra_dir=Path(cfg.output))  # every test sets output=
+    return explain_run(cfg, [], run_dir=Path(cfg.output))  # every test sets output=
 
 
 def read_rows(out: Path) -> dict[str, dict[str, str]]:

@@ -47,7 +47,7 @@ def mixed_folder(pets_root, tmp_path_factory) -> tuple[Path, dict[str, tuple[int
 
 def predict(*overrides: str):
     cfg = make_config("mode=predict", *overrides)
-    return predict_run(cfg, [], hydra_dir=Path(cfg.output))  # every test sets output=
+    return predict_run(cfg, [], run_dir=Path(cfg.output))  # every test sets output=
 
 
 @pytest.mark.slow
