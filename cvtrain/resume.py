@@ -19,12 +19,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.config import RunConfig, to_dict
 from cvtrain.errors import ConfigError
-
-BACKUP = "backup"
-STATE = Path(BACKUP) / "state.json"
 
 
 @dataclass
@@ -40,10 +37,10 @@ class ResumeState:
 
 
 def load(run_dir: Path) -> ResumeState | None:
-    path = run_dir / STATE
+    path = run_dir / rundir.RESUME_STATE
     if not path.is_file():
         return None
-    raw = artifacts.read_json(path)
+    raw = rundir.read_json(path)
     raw["best"] = math.inf if raw.get("best") is None else raw["best"]
     return ResumeState(**raw)
 
@@ -51,7 +48,7 @@ def load(run_dir: Path) -> ResumeState | None:
 def save(run_dir: Path, state: ResumeState) -> None:
     raw = asdict(state)
     raw["best"] = state.best if math.isfinite(state.best) else None  # JSON has no inf
-    artifacts.write_json(run_dir / STATE, raw)
+    rundir.write_json(run_dir / rundir.RESUME_STATE, raw)
 
 
 def fixed_settings(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
@@ -108,7 +105,7 @@ def trim_history(path: Path, epochs: int) -> None:
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([header, *keep])
 
-    artifacts.write_atomic(path, write)
+    rundir.write_atomic(path, write)
 
 
 def resume_command(run_dir: Path) -> str:
@@ -132,10 +129,10 @@ def expand_resume_arg(argv: list[str]) -> list[str]:
     if not found:
         return argv
     run_dir = Path(found[-1].split("=", 1)[1]).expanduser().resolve()
-    saved_path = run_dir / ".hydra" / "overrides.yaml"
-    if not saved_path.is_file():
+    saved_path = run_dir / rundir.SAVED_OVERRIDES
+    if not rundir.is_run_dir(run_dir):
         raise ConfigError(
-            f"resume={run_dir}: not a cvtrain run dir (no .hydra/overrides.yaml); "
+            f"resume={run_dir}: not a cvtrain run dir (no {rundir.SAVED_OVERRIDES}); "
             "pass the folder a run printed as its run dir"
         )
     rest = [a for a in argv if not a.startswith("resume=")]

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cvtrain import artifacts, custom_loop, manifest, plots, resume, tracking
+from cvtrain import custom_loop, manifest, plots, resume, rundir, tracking
 from cvtrain.callbacks import (
     BestCheckpoint,
     ConfusionMatrixImages,
@@ -119,9 +119,11 @@ def _train(
     num_classes = split.train.num_classes
     seed = cfg.trainer.seed
     train_ds = build_dataset(
-        split.train, data, training=True, seed=seed, cache_dir=run_dir / "cache"
+        split.train, data, training=True, seed=seed, cache_dir=run_dir / rundir.CACHE
     )
-    val_ds = build_dataset(split.val, data, training=False, seed=seed, cache_dir=run_dir / "cache")
+    val_ds = build_dataset(
+        split.val, data, training=False, seed=seed, cache_dir=run_dir / rundir.CACHE
+    )
     steps = cfg.trainer.steps_per_epoch or steps_per_epoch(len(split.train), data.batch_size)
     # Running one step per call over a dataset of unknown size (ignore_errors hides it), Keras
     # 3.15 counts an optimizer step more than it ran each epoch, ending a schedule early: give
@@ -151,12 +153,12 @@ def _train(
         len(split.train),
         len(split.val),
     )
-    manifest.write(run_dir / artifacts.MANIFEST, cfg, split, precision, model.count_params())
+    manifest.write(run_dir / rundir.MANIFEST, cfg, split, precision, model.count_params())
 
     # Same run dir = continue: weights, optimizer, epoch, best val_loss, early-stopping state.
     state = resume.check_compatible(run_dir, cfg, num_classes)
-    resume.trim_history(run_dir / artifacts.HISTORY, state.epoch if state else 0)
-    checkpoint = BestCheckpoint(run_dir / artifacts.CHECKPOINT)
+    resume.trim_history(run_dir / rundir.HISTORY, state.epoch if state else 0)
+    checkpoint = BestCheckpoint(run_dir / rundir.CHECKPOINT)
     if state:
         constant_lr = cfg.optimizer.lr if cfg.optimizer.schedule == "constant" else None
         restore(model, run_dir, state, checkpoint, constant_lr)
@@ -164,17 +166,15 @@ def _train(
     progress = RichProgress(cfg.trainer.epochs, steps)
     callbacks: list[keras.callbacks.Callback] = [
         progress,
-        keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=True),
-        keras.callbacks.TensorBoard(
-            log_dir=str(run_dir / artifacts.TENSORBOARD), write_graph=False
-        ),
-        HParams(run_dir / artifacts.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
+        keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / rundir.TENSORBOARD), write_graph=False),
+        HParams(run_dir / rundir.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
         *extra_callbacks,
     ]
     samples = None  # a few fixed validation images for predictions.png (and TensorBoard)
     if cfg.trainer.prediction_images:
         samples = sample_batch(val_ds, cfg.trainer.prediction_images)
-    val_log_dir = run_dir / artifacts.TENSORBOARD / "validation"
+    val_log_dir = run_dir / rundir.TENSORBOARD_VALIDATION
     if samples is not None and task == SEGMENTATION:
         callbacks.append(PredictionImages(*samples, log_dir=val_log_dir))
     confusion = None
@@ -209,7 +209,7 @@ def _train(
                     strategy,
                     split,
                     cfg,
-                    cache_dir=run_dir / "cache",
+                    cache_dir=run_dir / rundir.CACHE,
                     epochs=epochs,
                     initial_epoch=initial_epoch,
                     callbacks=[*callbacks, StopOnSignal(trap)],
@@ -229,7 +229,7 @@ def _train(
             raise UserError(out_of_memory_message(cfg, precision)) from None
         finally:
             progress.on_train_end()  # a run stopped by an exception leaves no live bar behind
-    history = read_history(run_dir / artifacts.HISTORY)  # every epoch, not just this process's
+    history = read_history(run_dir / rundir.HISTORY)  # every epoch, not just this process's
     result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir)
     write_reports(result, model, samples, task, split.train.class_names, confusion)
     return result
@@ -264,19 +264,19 @@ def write_reports(
         "best": {k: v[best - 1] for k, v in history.items()} if best else {},
         "final": {k: v[-1] for k, v in history.items()},
     }
-    artifacts.write_json(run_dir / artifacts.METRICS, metrics)
-    plots.save_curves(history, run_dir / artifacts.CURVES)
+    rundir.write_json(run_dir / rundir.METRICS, metrics)
+    plots.save_curves(history, run_dir / rundir.CURVES)
     if samples is not None and task == SEGMENTATION:
         images, truths = samples
         probs = model.predict(images, verbose=0)
-        plots.save_segmentation_predictions(images, truths, probs, run_dir / artifacts.PREDICTIONS)
+        plots.save_segmentation_predictions(images, truths, probs, run_dir / rundir.PREDICTIONS)
     elif samples is not None:
         images, labels = samples
         probs = class_probabilities(model.predict(images, verbose=0))
-        path = run_dir / artifacts.PREDICTIONS
+        path = run_dir / rundir.PREDICTIONS
         plots.save_classification_predictions(images, labels, probs, list(class_names), path)
     if confusion is not None and confusion.matrix.any():  # empty if no epoch ran
-        path = run_dir / artifacts.CONFUSION_MATRIX
+        path = run_dir / rundir.CONFUSION_MATRIX
         plots.save_confusion_matrix(confusion.matrix, list(class_names), path)
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from conftest import CVTRAIN, make_config, tiny_segmentation
 
-from cvtrain import artifacts
+from cvtrain import rundir
 
 
 def history_rows(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / artifacts.HISTORY
+    path = run_dir / rundir.HISTORY
     if not path.is_file():
         return []
     with open(path, newline="") as f:

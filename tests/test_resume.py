@@ -10,7 +10,7 @@ import pytest
 from conftest import make_config, run_cli, tiny_segmentation
 from helpers import history_rows, start_cli, train_in_process, wait_for_rows
 
-from cvtrain import artifacts, resume
+from cvtrain import resume, rundir
 from cvtrain.errors import ConfigError
 
 
@@ -19,7 +19,7 @@ def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
 
     from cvtrain.data.pipeline import build_dataset
 
-    model = keras.models.load_model(run_dir / artifacts.CHECKPOINT, safe_mode=True)
+    model = keras.models.load_model(run_dir / rundir.CHECKPOINT, safe_mode=True)
     val = build_dataset(split.val, cfg.data, training=False, seed=0)
     return float(model.evaluate(val, verbose=0)[0])
 
@@ -41,7 +41,7 @@ def test_sigkill_after_epoch_2_of_4_then_resume_ends_at_epoch_4(pets_root, tmp_p
     rows = history_rows(run_dir)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     val_losses = [float(r["val_loss"]) for r in rows]
-    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
     assert metrics["best_epoch"] == val_losses.index(min(val_losses)) + 1
     assert metrics["best_val_loss"] == pytest.approx(min(val_losses))
     cfg = make_config(*tiny_segmentation(pets_root, *slow))
