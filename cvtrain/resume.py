@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from cvtrain import rundir
 from cvtrain.config import RunConfig, to_dict
 from cvtrain.errors import ConfigError
+from cvtrain.models import MODELS
 
 
 @dataclass
@@ -52,9 +53,11 @@ def save(run_dir: Path, state: ResumeState) -> None:
 
 
 def fixed_settings(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
-    """Settings the saved weights and optimizer state depend on (flat keys, as overrides)."""
+    """Settings the saved weights and optimizer state depend on (flat keys, as overrides):
+    the model.* keys the chosen model reads, but not `weights`, which only starts a run."""
     model = to_dict(cfg)["model"]
-    fixed = {f"model.{k}": v for k, v in model.items() if k != "weights"}
+    keys = [k for k in MODELS[cfg.model.name].settings if k != "weights"]
+    fixed = {f"model.{k}": model[k] for k in keys}
     fixed.update(
         {
             "task.name": cfg.task.name,
@@ -72,7 +75,8 @@ def check_compatible(run_dir: Path, cfg: RunConfig, num_classes: int) -> ResumeS
     if state is None:
         return None
     now = fixed_settings(cfg, num_classes)
-    changed = [k for k in state.fixed if state.fixed[k] != now.get(k)]
+    # Older runs locked every model.* key: compare only those this model still reads.
+    changed = [k for k in state.fixed if k in now and state.fixed[k] != now[k]]
     if changed:
         what = ", ".join(f"{k}={state.fixed[k]} (now {now.get(k)})" for k in changed)
         raise ConfigError(

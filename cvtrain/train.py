@@ -26,7 +26,7 @@ from cvtrain.callbacks import (
     PredictionImages,
     RichProgress,
 )
-from cvtrain.config import OptimizerConfig, RunConfig, TrainerConfig
+from cvtrain.config import RunConfig, TrainerConfig
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
 from cvtrain.distribute import is_chief, make_strategy
@@ -34,6 +34,7 @@ from cvtrain.errors import UserError
 from cvtrain.hparams import HParams, run_hparams
 from cvtrain.interrupt import trap_signals
 from cvtrain.models import build_model
+from cvtrain.optimizers import build_optimizer
 from cvtrain.resume_callbacks import (
     ResumableEarlyStopping,
     SaveResumeState,
@@ -70,21 +71,6 @@ def setup_runtime(cfg: TrainerConfig) -> str:
     precision = resolve_precision(cfg.precision, bool(tf.config.list_physical_devices("GPU")))
     keras.mixed_precision.set_dtype_policy(precision)
     return precision
-
-
-def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    lr = cfg.lr
-    if cfg.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, total_steps))
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(lr)
-    if cfg.name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum)
-    return keras.optimizers.RMSprop(lr, momentum=cfg.momentum)
-
-
-def _jit(value: str) -> bool | str:
-    return {"true": True, "false": False}.get(value, "auto")
 
 
 def sample_batch(ds: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +127,7 @@ def _train(
             optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
             loss=loss,
             metrics=metrics,
-            jit_compile=_jit(cfg.trainer.jit_compile),
+            jit_compile=cfg.trainer.jit_compile,  # Keras takes True, False or "auto"
             steps_per_execution=cfg.trainer.steps_per_execution,
         )
     log.info(

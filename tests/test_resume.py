@@ -133,6 +133,25 @@ def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
         resume.check_compatible(tmp_path, bigger, 3)
 
 
+def test_only_the_settings_the_model_reads_are_locked(pets_root, tmp_path):
+    cfg = make_config(*tiny_segmentation(pets_root, "model=seg_convnet"))
+    state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
+    state.fixed = resume.fixed_settings(cfg, 3)
+    resume.save(tmp_path, state)
+
+    # seg_convnet has no ASPP: its atrous rates are not part of its weights.
+    other_rates = make_config(*tiny_segmentation(pets_root, "model.atrous_rates=[2,4]"))
+    assert resume.check_compatible(tmp_path, other_rates, 3).epoch == 1
+    fewer_stages = make_config(*tiny_segmentation(pets_root, "model.filters=[8,16]"))
+    with pytest.raises(ConfigError, match=r"model.filters=\[64, 128, 256\] \(now \[8, 16\]\)"):
+        resume.check_compatible(tmp_path, fewer_stages, 3)
+
+    # A state saved when every model.* key was locked continues too.
+    state.fixed["model.atrous_rates"] = [6, 12, 18]
+    resume.save(tmp_path, state)
+    assert resume.check_compatible(tmp_path, other_rates, 3).epoch == 1
+
+
 def test_history_rows_after_the_saved_state_are_dropped(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
