@@ -23,6 +23,16 @@ def history_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
+    import keras
+
+    from cvtrain.data.pipeline import build_dataset
+
+    model = keras.models.load_model(run_dir / rundir.CHECKPOINT, safe_mode=True)
+    val = build_dataset(split.val, cfg.data, training=False, seed=0)
+    return float(model.evaluate(val, verbose=0)[0])
+
+
 def train_in_process(root: Path, run_dir: Path, *extra: str):
     from cvtrain.data.sources import load_split
     from cvtrain.train import train

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import make_config, require_real_sample
-from test_resume import best_checkpoint_loss
+from helpers import best_checkpoint_loss
 
 from cvtrain import rundir
 from cvtrain.data.index import sniff_image

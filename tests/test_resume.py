@@ -4,24 +4,19 @@ stops with the best checkpoint kept; incompatible changes are refused."""
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
 from conftest import make_config, run_cli, tiny_segmentation
-from helpers import history_rows, start_cli, train_in_process, wait_for_rows
+from helpers import (
+    best_checkpoint_loss,
+    history_rows,
+    start_cli,
+    train_in_process,
+    wait_for_rows,
+)
 
 from cvtrain import resume, rundir
 from cvtrain.errors import ConfigError
-
-
-def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
-    import keras
-
-    from cvtrain.data.pipeline import build_dataset
-
-    model = keras.models.load_model(run_dir / rundir.CHECKPOINT, safe_mode=True)
-    val = build_dataset(split.val, cfg.data, training=False, seed=0)
-    return float(model.evaluate(val, verbose=0)[0])
 
 
 @pytest.mark.slow
