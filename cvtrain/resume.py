@@ -78,7 +78,7 @@ def check_compatible(run_dir: Path, cfg: RunConfig, num_classes: int) -> ResumeS
     # Older runs locked every model.* key: compare only those this model still reads.
     changed = [k for k in state.fixed if k in now and state.fixed[k] != now[k]]
     if changed:
-        what = ", ".join(f"{k}={state.fixed[k]} (now {now.get(k)})" for k in changed)
+        what = ", ".join(f"{k}={state.fixed[k]} (now {now[k]})" for k in changed)
         raise ConfigError(
             f"{run_dir} was trained with {what}; a resumed run keeps its task, model, image "
             "size, optimizer and classes. Drop those overrides to continue it, or start a new "
