@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.cli import config_dir
 from cvtrain.config import RunConfig, validate
 from cvtrain.console import console
@@ -126,7 +126,7 @@ def machine() -> dict:
 def save(name: str, payload: dict) -> Path:
     """benchmarks/results/<name>.json, then regenerate results/RESULTS.md from every result."""
     path = RESULTS / f"{name}.json"
-    artifacts.write_json(path, {"benchmark": name, "machine": machine(), **payload})
+    rundir.write_json(path, {"benchmark": name, "machine": machine(), **payload})
     write_markdown()
     return path
 

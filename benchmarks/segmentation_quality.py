@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from rich.table import Table
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.cli import config_dir
 from cvtrain.config import validate
 from cvtrain.console import console
@@ -55,12 +55,12 @@ def run_one(overrides: list[str], run_dir: Path) -> dict:
     result = train(cfg, split, run_dir)
     seconds = time.perf_counter() - start
     final = {k: v[-1] for k, v in result.history.items()}
-    epoch_s = epoch_seconds(run_dir / artifacts.TENSORBOARD / "train")
+    epoch_s = epoch_seconds(run_dir / rundir.TENSORBOARD / "train")
     return {
         "val_mean_iou": round(final["val_mean_iou"], 4),
         "val_pixel_accuracy": round(final["val_pixel_accuracy"], 4),
         "val_loss": round(final["val_loss"], 4),
-        "parameters": artifacts.read_json(run_dir / artifacts.MANIFEST)["parameters"],
+        "parameters": rundir.read_json(run_dir / rundir.MANIFEST)["parameters"],
         "train_samples": len(split.train),
         "val_samples": len(split.val),
         "seconds": round(seconds, 1),
@@ -141,7 +141,7 @@ def main() -> None:
             console.rule(f"{name}")
             rows[name] = {"overrides": MODELS[name]}
             rows[name].update(run_one([*common, *MODELS[name]], Path(tmp) / name))
-            artifacts.write_json(
+            rundir.write_json(
                 args.out.with_suffix(".json"), {"setup": setup, "common": common, "models": rows}
             )
     args.out.with_suffix(".md").write_text(markdown(rows, setup))

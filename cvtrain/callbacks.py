@@ -18,9 +18,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cvtrain.artifacts import atomic_path
 from cvtrain.console import console
 from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
+from cvtrain.rundir import atomic_path
 from cvtrain.scores import confusion
 from cvtrain.tasks import class_probabilities
 

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from cvtrain import tf_logging
+from cvtrain import rundir, tf_logging
 from cvtrain.cluster import worker_rank
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import err_console
@@ -73,9 +73,7 @@ def check_choices() -> None:
 
 def discard_if_empty(run_dir: Path) -> None:
     """Remove a run dir that holds nothing but Hydra's bookkeeping (a run that never started)."""
-    if run_dir.is_dir() and all(
-        p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()
-    ):
+    if run_dir.is_dir() and rundir.only_bookkeeping(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
         remove_empty_parents(run_dir)
 

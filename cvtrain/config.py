@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,13 +20,12 @@ from cvtrain.export_formats import FORMATS
 from cvtrain.models import MODELS, check_model
 from cvtrain.models.backbone_specs import BACKBONES
 from cvtrain.modes import MODES
+from cvtrain.optimizers import OPTIMIZERS, SCHEDULES
 from cvtrain.paths import config_groups
 from cvtrain.suggest import did_you_mean
 
 TASKS = ("segmentation", "classification")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
-SCHEDULES = ("constant", "cosine")
 CACHES = ("none", "memory", "disk")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
@@ -44,6 +43,20 @@ def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
         hint = did_you_mean(str(value), choices)
         message = f"{value!r} is not one of {', '.join(choices)}"
         raise ConfigError(f"{key}={message}; {hint}" if hint else f"{key}={message}")
+
+
+AUTO = "auto"
+Auto = Literal["auto"]  # a switch that is neither on nor off: the code decides (cores, device)
+
+
+def _switch(value: bool | str, key: str) -> bool | Auto:
+    """A `true | false | auto` setting as a bool or AUTO. Hydra and YAML read true/false as
+    bools; quoted or capitalised spellings are accepted too."""
+    if isinstance(value, bool):
+        return value
+    text = value.lower()
+    _choice(text, key, (AUTO, "true", "false"))
+    return AUTO if text == AUTO else text == "true"
 
 
 @dataclass
@@ -86,7 +99,7 @@ class DataConfig:
     deterministic: bool = True  # false: parallel reads may reorder elements (faster)
     # tf.data's autotuner: auto = on with more than 4 CPU cores. On 2 cores its threads compete
     # with training (epochs measured 1.5-2x slower); off, parallel maps still use every core.
-    autotune: str = "auto"
+    autotune: bool | str = AUTO  # bool | Auto once validated
     verify: bool = True  # decode every file before training (cached by dataset fingerprint)
     on_bad: str = "skip"  # skip | error: what to do with files the verification rejects
     mask_offset: int | None = None  # subtracted from mask values; null = the source's own
@@ -119,8 +132,7 @@ class DataConfig:
         if self.num_classes is not None:
             _check(self.num_classes >= 2, "data.num_classes", f"{self.num_classes} must be >= 2")
         _choice(self.cache, "data.cache", CACHES)
-        self.autotune = str(self.autotune).lower()
-        _choice(self.autotune, "data.autotune", ("auto", "true", "false"))
+        self.autotune = _switch(self.autotune, "data.autotune")
         _choice(self.on_bad, "data.on_bad", ("skip", "error"))
 
 
@@ -172,8 +184,8 @@ class OptimizerConfig:
     schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        _choice(self.name, "optimizer.name", OPTIMIZERS)
-        _choice(self.schedule, "optimizer.schedule", SCHEDULES)
+        _choice(self.name, "optimizer.name", tuple(OPTIMIZERS))
+        _choice(self.schedule, "optimizer.schedule", tuple(SCHEDULES))
         _check(self.lr > 0, "optimizer.lr", f"{self.lr} must be > 0")
 
 
@@ -190,7 +202,7 @@ class TrainerConfig:
     precision: str = "auto"
     seed: int = 42
     deterministic: bool = False
-    jit_compile: str = "auto"
+    jit_compile: bool | str = AUTO  # bool | Auto once validated; auto: Keras decides
     steps_per_epoch: int | None = None
     steps_per_execution: int = 1
     strategy: str = "auto"
@@ -202,8 +214,7 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "trainer.epochs", f"{self.epochs} must be >= 1")
         _choice(self.precision, "trainer.precision", PRECISIONS)
-        self.jit_compile = str(self.jit_compile).lower()
-        _choice(self.jit_compile, "trainer.jit_compile", ("auto", "true", "false"))
+        self.jit_compile = _switch(self.jit_compile, "trainer.jit_compile")
         if self.steps_per_epoch is not None:
             _check(
                 self.steps_per_epoch >= 1,

@@ -15,14 +15,14 @@ from pathlib import Path
 from rich.progress import track
 from rich.table import Table
 
-from cvtrain import artifacts, plots
+from cvtrain import plots, rundir
 from cvtrain.config import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import SEGMENTATION, FileIndex, class_id
 from cvtrain.data.sources import load_split
-from cvtrain.ensemble import SavedRun, load_runs, output_dir
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.runs import fmt4
+from cvtrain.saved_run import SavedRun, load_runs, output_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ TABLE_ROWS = {
 
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> dict:
     runs = load_runs(cfg, overrides)
-    return evaluate(runs, output_dir(cfg, runs, run_dir, "eval"))
+    return evaluate(runs, output_dir(cfg, runs, run_dir, rundir.EVAL))
 
 
 def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
@@ -116,11 +116,11 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
     }
     if len(runs) > 1:
         report["members"] = {label: results[label] for label in labels[:-1]}
-    artifacts.write_json(out_dir / artifacts.METRICS, report)
+    rundir.write_json(out_dir / rundir.METRICS, report)
     if task != SEGMENTATION:
         matrix = report["metrics"]["confusion_matrix"]
         plots.save_confusion_matrix(
-            matrix, list(index.class_names), out_dir / artifacts.CONFUSION_MATRIX
+            matrix, list(index.class_names), out_dir / rundir.CONFUSION_MATRIX
         )
     print_report(report, results, task, index.class_names, out_dir)
     return report
@@ -156,4 +156,4 @@ def print_report(
         for cls, row in zip(class_names, report["metrics"]["confusion_matrix"]):
             matrix.add_row(cls, *(str(v) for v in row))
         console.print(matrix)
-    console.print(f"metrics written to {out_dir / artifacts.METRICS}")
+    console.print(f"metrics written to {out_dir / rundir.METRICS}")

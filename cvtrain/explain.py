@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cvtrain import plots
+from cvtrain import plots, rundir
 from cvtrain.config import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import SEGMENTATION, class_id
-from cvtrain.ensemble import SavedRun, load_runs, output_dir
 from cvtrain.predict import (
     check_unique_names,
     expand_inputs,
@@ -28,6 +27,7 @@ from cvtrain.predict import (
     readable_images,
     write_csv,
 )
+from cvtrain.saved_run import SavedRun, load_runs, output_dir
 
 HEATMAPS, CSV = "heatmaps", "explanations.csv"
 
@@ -46,7 +46,7 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> ExplainResul
     saved = load_runs(cfg, overrides)[0]
     if saved.class_names:  # a wrong explain.class fails before TensorFlow loads
         target_class(saved.config, saved.class_names)
-    return explain(saved, files, output_dir(cfg, [saved], run_dir, "explain"))
+    return explain(saved, files, output_dir(cfg, [saved], run_dir, rundir.EXPLAIN))
 
 
 def target_class(cfg: RunConfig, class_names: Sequence[str]) -> int | None:

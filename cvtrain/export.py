@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from cvtrain.artifacts import atomic_path
 from cvtrain.config import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import SEGMENTATION
-from cvtrain.ensemble import SavedRun, load_runs, output_dir
 from cvtrain.export_formats import FORMATS
 from cvtrain.registry import resolve
+from cvtrain.rundir import EXPORT, atomic_path
+from cvtrain.saved_run import SavedRun, load_runs, output_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ExportResult:
 
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> ExportResult:
     runs = load_runs(cfg, overrides)
-    return export(runs[0], cfg.format, output_dir(cfg, runs, run_dir, "export"))
+    return export(runs[0], cfg.format, output_dir(cfg, runs, run_dir, EXPORT))
 
 
 def parity_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import tensorflow as tf
 from hydra.core.hydra_config import HydraConfig
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.config import RunConfig
 from cvtrain.data.index import Split
 
@@ -100,7 +100,7 @@ def command() -> str:
 
 
 def write(path: Path, cfg: RunConfig, split: Split, precision: str, parameters: int) -> None:
-    artifacts.write_json(
+    rundir.write_json(
         path,
         {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cvtrain.artifacts import write_atomic  # noqa: E402
+from cvtrain.rundir import write_atomic  # noqa: E402
 
 # pet, background, border (and more for other datasets), as RGB
 PALETTE = np.array(

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
-from cvtrain import artifacts, plots
+from cvtrain import plots, rundir
 from cvtrain.config import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import SEGMENTATION, sniff_image
-from cvtrain.ensemble import SavedRun, load_runs, output_dir
 from cvtrain.errors import DataError
+from cvtrain.saved_run import SavedRun, load_runs, output_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class PredictResult:
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> PredictResult:
     files = expand_inputs(cfg.input or "")
     runs = load_runs(cfg, overrides)
-    return predict(runs, files, output_dir(cfg, runs, run_dir, "predictions"))
+    return predict(runs, files, output_dir(cfg, runs, run_dir, rundir.PREDICT))
 
 
 def expand_inputs(pattern: str) -> list[Path]:
@@ -145,7 +145,7 @@ def write_csv(header: Sequence[str], rows: list[Sequence[str]], path: Path) -> P
             writer.writerow(header)
             writer.writerows(rows)
 
-    artifacts.write_atomic(path, write)
+    rundir.write_atomic(path, write)
     return path
 
 

@@ -19,12 +19,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.config import RunConfig, to_dict
 from cvtrain.errors import ConfigError
-
-BACKUP = "backup"
-STATE = Path(BACKUP) / "state.json"
+from cvtrain.models import MODELS
 
 
 @dataclass
@@ -40,10 +38,10 @@ class ResumeState:
 
 
 def load(run_dir: Path) -> ResumeState | None:
-    path = run_dir / STATE
+    path = run_dir / rundir.RESUME_STATE
     if not path.is_file():
         return None
-    raw = artifacts.read_json(path)
+    raw = rundir.read_json(path)
     raw["best"] = math.inf if raw.get("best") is None else raw["best"]
     return ResumeState(**raw)
 
@@ -51,13 +49,15 @@ def load(run_dir: Path) -> ResumeState | None:
 def save(run_dir: Path, state: ResumeState) -> None:
     raw = asdict(state)
     raw["best"] = state.best if math.isfinite(state.best) else None  # JSON has no inf
-    artifacts.write_json(run_dir / STATE, raw)
+    rundir.write_json(run_dir / rundir.RESUME_STATE, raw)
 
 
 def fixed_settings(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
-    """Settings the saved weights and optimizer state depend on (flat keys, as overrides)."""
+    """Settings the saved weights and optimizer state depend on (flat keys, as overrides):
+    the model.* keys the chosen model reads, but not `weights`, which only starts a run."""
     model = to_dict(cfg)["model"]
-    fixed = {f"model.{k}": v for k, v in model.items() if k != "weights"}
+    keys = [k for k in MODELS[cfg.model.name].settings if k != "weights"]
+    fixed = {f"model.{k}": model[k] for k in keys}
     fixed.update(
         {
             "task.name": cfg.task.name,
@@ -75,9 +75,10 @@ def check_compatible(run_dir: Path, cfg: RunConfig, num_classes: int) -> ResumeS
     if state is None:
         return None
     now = fixed_settings(cfg, num_classes)
-    changed = [k for k in state.fixed if state.fixed[k] != now.get(k)]
+    # Older runs locked every model.* key: compare only those this model still reads.
+    changed = [k for k in state.fixed if k in now and state.fixed[k] != now[k]]
     if changed:
-        what = ", ".join(f"{k}={state.fixed[k]} (now {now.get(k)})" for k in changed)
+        what = ", ".join(f"{k}={state.fixed[k]} (now {now[k]})" for k in changed)
         raise ConfigError(
             f"{run_dir} was trained with {what}; a resumed run keeps its task, model, image "
             "size, optimizer and classes. Drop those overrides to continue it, or start a new "
@@ -108,7 +109,7 @@ def trim_history(path: Path, epochs: int) -> None:
         with open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([header, *keep])
 
-    artifacts.write_atomic(path, write)
+    rundir.write_atomic(path, write)
 
 
 def resume_command(run_dir: Path) -> str:
@@ -132,10 +133,10 @@ def expand_resume_arg(argv: list[str]) -> list[str]:
     if not found:
         return argv
     run_dir = Path(found[-1].split("=", 1)[1]).expanduser().resolve()
-    saved_path = run_dir / ".hydra" / "overrides.yaml"
-    if not saved_path.is_file():
+    saved_path = run_dir / rundir.SAVED_OVERRIDES
+    if not rundir.is_run_dir(run_dir):
         raise ConfigError(
-            f"resume={run_dir}: not a cvtrain run dir (no .hydra/overrides.yaml); "
+            f"resume={run_dir}: not a cvtrain run dir (no {rundir.SAVED_OVERRIDES}); "
             "pass the folder a run printed as its run dir"
         )
     rest = [a for a in argv if not a.startswith("resume=")]

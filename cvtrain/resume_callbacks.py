@@ -13,8 +13,7 @@ from typing import Any
 
 import keras
 
-from cvtrain import resume
-from cvtrain.artifacts import atomic_path
+from cvtrain import resume, rundir
 from cvtrain.callbacks import BestCheckpoint
 from cvtrain.errors import UserError
 from cvtrain.interrupt import Interrupted, SignalTrap
@@ -40,10 +39,10 @@ def restore(
     """
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    backup = run_dir / resume.BACKUP
+    backup = run_dir / rundir.BACKUP
     if state.best_weights:
         model.load_weights(backup / state.best_weights)
-        with atomic_path(checkpoint.path) as tmp:
+        with rundir.atomic_path(checkpoint.path) as tmp:
             model.save(tmp)
     checkpoint.best, checkpoint.best_epoch = state.best, state.best_epoch
     model.load_weights(backup / state.weights)
@@ -95,9 +94,9 @@ class SaveResumeState(keras.callbacks.Callback):
         self.checkpoint.set_model(model)
 
     def on_epoch_end(self, epoch, logs=None):
-        backup = self.run_dir / resume.BACKUP
-        name = f"epoch-{epoch + 1}.weights.h5"
-        with atomic_path(backup / name, suffix=".weights.h5") as tmp:
+        backup = self.run_dir / rundir.BACKUP
+        name = rundir.epoch_weights(epoch + 1)
+        with rundir.atomic_path(backup / name, suffix=rundir.WEIGHTS_SUFFIX) as tmp:
             self.model.save_weights(tmp)
         best_before = self.checkpoint.best_epoch
         self.checkpoint.on_epoch_end(epoch, logs)
@@ -117,7 +116,7 @@ class SaveResumeState(keras.callbacks.Callback):
                 fixed=self.fixed,
             ),
         )
-        for old in backup.glob("epoch-*.weights.h5"):
+        for old in backup.glob(rundir.EPOCH_WEIGHTS):
             if old.name not in (name, self.best_weights):
                 old.unlink()
 

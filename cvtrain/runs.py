@@ -16,12 +16,11 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.console import console
 from cvtrain.errors import ConfigError
 
 COMPLETED, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
-SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 
 
 @dataclass
@@ -43,18 +42,18 @@ class Run:
 
 
 def read_run(path: Path) -> Run:
-    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides_file = path / rundir.SAVED_OVERRIDES
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     run = Run(path=path, overrides=[str(o) for o in overrides or []], status=INCOMPLETE)
-    failure, metrics_file = path / artifacts.FAILURE, path / artifacts.METRICS
+    failure, metrics_file = path / rundir.FAILURE, path / rundir.METRICS
     # A failed job resumed to the end (cvtrain resume=<dir>) has a newer metrics.json.
     if failure.is_file() and not (
         metrics_file.is_file() and metrics_file.stat().st_mtime > failure.stat().st_mtime
     ):
         run.status = FAILED
-        run.error = artifacts.read_json(failure).get("error")
+        run.error = rundir.read_json(failure).get("error")
     if metrics_file.is_file():
-        metrics = artifacts.read_json(metrics_file)
+        metrics = rundir.read_json(metrics_file)
         run.best_val_loss = metrics.get("best_val_loss")
         run.best_epoch = metrics.get("best_epoch")
         best = metrics.get("best") or {}
@@ -70,7 +69,7 @@ def find_runs(root: Path) -> list[Path]:
     """Run dirs (those with Hydra's .hydra/) at or below `root`, in path order."""
     if not root.is_dir():
         raise ConfigError(f"path={root} is not a directory; point it at a run, a sweep or outputs/")
-    return sorted(p.parent for p in root.rglob(".hydra") if (p / "overrides.yaml").is_file())
+    return sorted(p.parent for p in root.rglob(rundir.HYDRA.name) if rundir.is_run_dir(p.parent))
 
 
 def sorted_runs(paths: list[Path]) -> list[Run]:
@@ -149,9 +148,9 @@ def write_summary(runs: list[Run], root: Path) -> tuple[Path, Path]:
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in data]
-    csv_path, md_path = root / SUMMARY_CSV, root / SUMMARY_MD
-    artifacts.write_atomic(csv_path, write_csv)
-    artifacts.write_atomic(md_path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    csv_path, md_path = root / rundir.SUMMARY_CSV, root / rundir.SUMMARY_MD
+    rundir.write_atomic(csv_path, write_csv)
+    rundir.write_atomic(md_path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return csv_path, md_path
 
 

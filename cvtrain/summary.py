@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.console import console
 from cvtrain.tasks import MAIN_METRICS
 
@@ -26,6 +26,6 @@ def print_train_summary(result: TrainResult, task: str) -> None:
         if best and values:
             table.add_row(f"val_{name}", f"{values[best - 1]:.4f}")
     table.add_row("run dir", str(result.run_dir))
-    table.add_row("checkpoint", str(result.run_dir / artifacts.CHECKPOINT))
-    table.add_row("tensorboard", f"tensorboard --logdir {result.run_dir / artifacts.TENSORBOARD}")
+    table.add_row("checkpoint", str(result.run_dir / rundir.CHECKPOINT))
+    table.add_row("tensorboard", f"tensorboard --logdir {result.run_dir / rundir.TENSORBOARD}")
     console.print(table)

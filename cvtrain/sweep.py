@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cvtrain import artifacts, runs
+from cvtrain import rundir, runs
 from cvtrain.console import console
 from cvtrain.errors import UserError
 from cvtrain.interrupt import Interrupted
@@ -36,7 +36,7 @@ def record_failure(run_dir: Path, error: str, exc: BaseException | None = None) 
     record: dict[str, Any] = {"status": runs.FAILED, "error": error}
     if exc is not None:
         record["traceback"] = "".join(traceback.format_exception(exc))
-    artifacts.write_json(run_dir / artifacts.FAILURE, record)
+    rundir.write_json(run_dir / rundir.FAILURE, record)
     return math.inf
 
 

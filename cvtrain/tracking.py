@@ -23,7 +23,7 @@ import keras
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from cvtrain import artifacts, manifest
+from cvtrain import manifest, rundir
 from cvtrain.config import RunConfig, TrackingConfig
 from cvtrain.errors import UserError
 from cvtrain.hparams import run_hparams
@@ -41,13 +41,13 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests the run under it
 COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own: the UI shows it with the run
 # Logged when the run ends, where they exist: (file in the run dir, folder in the MLflow run).
 ARTIFACTS = (
-    (artifacts.CHECKPOINT, "checkpoints"),
-    (Path(artifacts.CURVES), None),
-    (Path(artifacts.PREDICTIONS), None),
-    (Path(artifacts.CONFUSION_MATRIX), None),
-    (Path(artifacts.METRICS), None),
-    (Path(artifacts.MANIFEST), None),
-    (Path(artifacts.HISTORY), None),
+    (rundir.CHECKPOINT, "checkpoints"),
+    (Path(rundir.CURVES), None),
+    (Path(rundir.PREDICTIONS), None),
+    (Path(rundir.CONFUSION_MATRIX), None),
+    (Path(rundir.METRICS), None),
+    (Path(rundir.MANIFEST), None),
+    (Path(rundir.HISTORY), None),
 )
 
 

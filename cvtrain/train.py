@@ -20,14 +20,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cvtrain import artifacts, custom_loop, manifest, plots, resume, tracking
+from cvtrain import custom_loop, manifest, plots, resume, rundir, tracking
 from cvtrain.callbacks import (
     BestCheckpoint,
     ConfusionMatrixImages,
     PredictionImages,
     RichProgress,
 )
-from cvtrain.config import OptimizerConfig, RunConfig, TrainerConfig
+from cvtrain.config import RunConfig, TrainerConfig
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
 from cvtrain.distribute import check_same_epoch, is_chief, make_strategy
@@ -35,6 +35,7 @@ from cvtrain.errors import UserError
 from cvtrain.hparams import HParams, run_hparams
 from cvtrain.interrupt import trap_signals
 from cvtrain.models import build_model
+from cvtrain.optimizers import build_optimizer
 from cvtrain.resume_callbacks import (
     ResumableEarlyStopping,
     SaveResumeState,
@@ -73,21 +74,6 @@ def setup_runtime(cfg: TrainerConfig) -> str:
     return precision
 
 
-def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    lr = cfg.lr
-    if cfg.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=max(1, total_steps))
-    if cfg.name == "adam":
-        return keras.optimizers.Adam(lr)
-    if cfg.name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum)
-    return keras.optimizers.RMSprop(lr, momentum=cfg.momentum)
-
-
-def _jit(value: str) -> bool | str:
-    return {"true": True, "false": False}.get(value, "auto")
-
-
 def sample_batch(ds: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` (image, target) pairs of an unshuffled dataset, as numpy."""
     images, targets = [], []
@@ -106,8 +92,8 @@ def train(cfg: RunConfig, split: Split, run_dir: Path) -> TrainResult:
     # chief's state in the shared run dir, but write only into a scratch folder.
     log.info("not the chief worker: the chief writes the run directory and checkpoints")
     with tempfile.TemporaryDirectory(prefix="cvtrain-worker-") as scratch:
-        if (run_dir / artifacts.HISTORY).is_file():  # the epochs before a resume, for the summary
-            shutil.copyfile(run_dir / artifacts.HISTORY, Path(scratch) / artifacts.HISTORY)
+        if (run_dir / rundir.HISTORY).is_file():  # the epochs before a resume, for the summary
+            shutil.copyfile(run_dir / rundir.HISTORY, Path(scratch) / rundir.HISTORY)
         result = _train(cfg, split, Path(scratch), strategy, state_dir=run_dir)
         return replace(result, run_dir=run_dir)
 
@@ -126,9 +112,11 @@ def _train(
     num_classes = split.train.num_classes
     seed = cfg.trainer.seed
     train_ds = build_dataset(
-        split.train, data, training=True, seed=seed, cache_dir=run_dir / "cache"
+        split.train, data, training=True, seed=seed, cache_dir=run_dir / rundir.CACHE
     )
-    val_ds = build_dataset(split.val, data, training=False, seed=seed, cache_dir=run_dir / "cache")
+    val_ds = build_dataset(
+        split.val, data, training=False, seed=seed, cache_dir=run_dir / rundir.CACHE
+    )
     steps = cfg.trainer.steps_per_epoch or steps_per_epoch(len(split.train), data.batch_size)
     # Running one step per call over a dataset of unknown size (ignore_errors hides it), Keras
     # 3.15 counts an optimizer step more than it ran each epoch, ending a schedule early: give
@@ -146,7 +134,7 @@ def _train(
             optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
             loss=loss,
             metrics=metrics,
-            jit_compile=_jit(cfg.trainer.jit_compile),
+            jit_compile=cfg.trainer.jit_compile,  # Keras takes True, False or "auto"
             steps_per_execution=cfg.trainer.steps_per_execution,
         )
     log.info(
@@ -158,13 +146,13 @@ def _train(
         len(split.train),
         len(split.val),
     )
-    manifest.write(run_dir / artifacts.MANIFEST, cfg, split, precision, model.count_params())
+    manifest.write(run_dir / rundir.MANIFEST, cfg, split, precision, model.count_params())
 
     # Same run dir = continue: weights, optimizer, epoch, best val_loss, early-stopping state.
     state = resume.check_compatible(state_dir, cfg, num_classes)
     check_same_epoch(strategy, state.epoch if state else 0)  # before restore's collectives
-    resume.trim_history(run_dir / artifacts.HISTORY, state.epoch if state else 0)
-    checkpoint = BestCheckpoint(run_dir / artifacts.CHECKPOINT)
+    resume.trim_history(run_dir / rundir.HISTORY, state.epoch if state else 0)
+    checkpoint = BestCheckpoint(run_dir / rundir.CHECKPOINT)
     if state:
         constant_lr = cfg.optimizer.lr if cfg.optimizer.schedule == "constant" else None
         with strategy.scope():  # the optimizer's variables are built here, mirrored too
@@ -173,17 +161,15 @@ def _train(
     progress = RichProgress(cfg.trainer.epochs, steps)
     callbacks: list[keras.callbacks.Callback] = [
         progress,
-        keras.callbacks.CSVLogger(str(run_dir / artifacts.HISTORY), append=True),
-        keras.callbacks.TensorBoard(
-            log_dir=str(run_dir / artifacts.TENSORBOARD), write_graph=False
-        ),
-        HParams(run_dir / artifacts.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
+        keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / rundir.TENSORBOARD), write_graph=False),
+        HParams(run_dir / rundir.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
         *extra_callbacks,
     ]
     samples = None  # a few fixed validation images for predictions.png (and TensorBoard)
     if cfg.trainer.prediction_images:
         samples = sample_batch(val_ds, cfg.trainer.prediction_images)
-    val_log_dir = run_dir / artifacts.TENSORBOARD / "validation"
+    val_log_dir = run_dir / rundir.TENSORBOARD_VALIDATION
     if samples is not None and task == SEGMENTATION:
         callbacks.append(PredictionImages(*samples, log_dir=val_log_dir))
     confusion = None
@@ -218,7 +204,7 @@ def _train(
                     strategy,
                     split,
                     cfg,
-                    cache_dir=run_dir / "cache",
+                    cache_dir=run_dir / rundir.CACHE,
                     epochs=epochs,
                     initial_epoch=initial_epoch,
                     callbacks=callbacks,
@@ -241,7 +227,7 @@ def _train(
             raise UserError(lost_worker_message(state_dir)) from None
         finally:
             progress.on_train_end()  # a run stopped by an exception leaves no live bar behind
-    history = read_history(run_dir / artifacts.HISTORY)  # every epoch, not just this process's
+    history = read_history(run_dir / rundir.HISTORY)  # every epoch, not just this process's
     result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir)
     write_reports(result, model, samples, task, split.train.class_names, confusion)
     return result
@@ -284,19 +270,19 @@ def write_reports(
         "best": {k: v[best - 1] for k, v in history.items()} if best else {},
         "final": {k: v[-1] for k, v in history.items()},
     }
-    artifacts.write_json(run_dir / artifacts.METRICS, metrics)
-    plots.save_curves(history, run_dir / artifacts.CURVES)
+    rundir.write_json(run_dir / rundir.METRICS, metrics)
+    plots.save_curves(history, run_dir / rundir.CURVES)
     if samples is not None and task == SEGMENTATION:
         images, truths = samples
         probs = model.predict(images, verbose=0)
-        plots.save_segmentation_predictions(images, truths, probs, run_dir / artifacts.PREDICTIONS)
+        plots.save_segmentation_predictions(images, truths, probs, run_dir / rundir.PREDICTIONS)
     elif samples is not None:
         images, labels = samples
         probs = class_probabilities(model.predict(images, verbose=0))
-        path = run_dir / artifacts.PREDICTIONS
+        path = run_dir / rundir.PREDICTIONS
         plots.save_classification_predictions(images, labels, probs, list(class_names), path)
     if confusion is not None and confusion.matrix.any():  # empty if no epoch ran
-        path = run_dir / artifacts.CONFUSION_MATRIX
+        path = run_dir / rundir.CONFUSION_MATRIX
         plots.save_confusion_matrix(confusion.matrix, list(class_names), path)
 
 

@@ -133,7 +133,7 @@ def train_run(run_dir: Path, *overrides: str) -> Path:
 
     from cvtrain import cli  # noqa: F401  (registers the schema in Hydra's ConfigStore)
     from cvtrain.data.sources import load_split
-    from cvtrain.ensemble import SAVED_CONFIG
+    from cvtrain.rundir import SAVED_CONFIG
     from cvtrain.train import train
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -12,15 +12,25 @@ from pathlib import Path
 
 from conftest import CVTRAIN, make_config, tiny_segmentation
 
-from cvtrain import artifacts
+from cvtrain import rundir
 
 
 def history_rows(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / artifacts.HISTORY
+    path = run_dir / rundir.HISTORY
     if not path.is_file():
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
+    import keras
+
+    from cvtrain.data.pipeline import build_dataset
+
+    model = keras.models.load_model(run_dir / rundir.CHECKPOINT, safe_mode=True)
+    val = build_dataset(split.val, cfg.data, training=False, seed=0)
+    return float(model.evaluate(val, verbose=0)[0])
 
 
 def train_in_process(root: Path, run_dir: Path, *extra: str):

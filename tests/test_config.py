@@ -48,6 +48,18 @@ def test_out_of_range_values_name_the_key(override, fragment):
         make_config(override)
 
 
+@pytest.mark.parametrize(
+    ("value", "typed"),
+    [("true", True), ("false", False), ("auto", "auto"), ("'True'", True), ("AUTO", "auto")],
+)
+def test_true_false_auto_settings_are_bools_or_auto(value, typed):
+    cfg = make_config(f"trainer.jit_compile={value}", f"data.autotune={value}")
+    for setting in (cfg.trainer.jit_compile, cfg.data.autotune):
+        assert (type(setting), setting) == (type(typed), typed)
+    with pytest.raises(ConfigError, match="trainer.jit_compile='maybe' is not one of auto"):
+        make_config("trainer.jit_compile=maybe")
+
+
 def test_unknown_key_is_rejected_even_when_forced_with_plus():
     with pytest.raises(ConfigError, match="unknown key 'trainer.foo'"):
         validate({"trainer": {"foo": 1}})

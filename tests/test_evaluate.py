@@ -16,10 +16,10 @@ from conftest import (
     train_run,
 )
 
-from cvtrain import artifacts
-from cvtrain.ensemble import load_runs
+from cvtrain import rundir
 from cvtrain.errors import ConfigError
 from cvtrain.evaluate import eval_index, evaluate, run
+from cvtrain.saved_run import load_runs
 from cvtrain.scores import (
     classification_metrics,
     confusion,
@@ -50,12 +50,12 @@ def evaluate_runs(*overrides: str) -> tuple:
 def test_evaluating_the_checkpoint_reproduces_the_best_epoch_val_metrics(runs, tmp_path):
     cfg = make_config("mode=evaluate", f"run={runs[0]}")
     report = run(cfg, [], run_dir=tmp_path)
-    logged = artifacts.read_json(runs[0] / artifacts.METRICS)["best"]
+    logged = rundir.read_json(runs[0] / rundir.METRICS)["best"]
     got = report["metrics"]
     for name in ("loss", "pixel_accuracy", "mean_iou"):
         assert got[name] == pytest.approx(logged[f"val_{name}"], abs=1e-3), name
     assert report["data"]["files"] == 8  # data.val_samples of the run
-    assert artifacts.read_json(runs[0] / "eval" / "metrics.json") == report
+    assert rundir.read_json(runs[0] / "eval" / "metrics.json") == report
     assert not list(tmp_path.iterdir())  # a single run's results go into the run itself
 
 
@@ -81,11 +81,11 @@ def test_ensemble_reports_each_member_and_their_average(runs, tmp_path, capsys):
         assert name in out
     members = report["members"]
     assert list(members) == [str(runs[0]), str(runs[1])]
-    single = artifacts.read_json(runs[0] / artifacts.METRICS)["best"]["val_loss"]
+    single = rundir.read_json(runs[0] / rundir.METRICS)["best"]["val_loss"]
     assert members[str(runs[0])]["loss"] == pytest.approx(single, abs=1e-3)
     # Averaging probabilities: by Jensen, the ensemble's cross-entropy is at most the members' mean.
     assert report["metrics"]["loss"] <= np.mean([m["loss"] for m in members.values()]) + 1e-6
-    assert artifacts.read_json(tmp_path / "eval" / "metrics.json") == report
+    assert rundir.read_json(tmp_path / "eval" / "metrics.json") == report
 
     # Recomputed here: each member on the split alone, then the mean of their probabilities.
     from cvtrain.data.pipeline import build_dataset
@@ -147,7 +147,7 @@ def test_roc_auc_counts_ties_half():
 def test_cli_evaluate_with_a_data_override_leaves_no_outputs_dir(runs, tmp_path):
     done = run_cli("mode=evaluate", f"run={runs[1]}", "data.val_samples=4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    report = artifacts.read_json(runs[1] / "eval" / "metrics.json")
+    report = rundir.read_json(runs[1] / "eval" / "metrics.json")
     assert report["data"]["files"] == 4
     assert "pixel_accuracy" in done.stdout
     assert not (tmp_path / "outputs").exists()
@@ -159,7 +159,7 @@ def test_classification_reproduces_val_metrics_with_a_confusion_matrix(tmp_path)
         tmp_path / "run", *tiny_classification(tmp_path / "shapes", "trainer.epochs=2")
     )
     report = run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
-    logged = artifacts.read_json(run_dir / artifacts.METRICS)["best"]
+    logged = rundir.read_json(run_dir / rundir.METRICS)["best"]
     got = report["metrics"]
     assert got["loss"] == pytest.approx(logged["val_loss"], abs=1e-3)
     assert got["accuracy"] == pytest.approx(logged["val_accuracy"], abs=1e-3)

@@ -154,7 +154,7 @@ def book_grad_cam(model, layer: str, image: np.ndarray, class_id: int) -> np.nda
 def test_layer_override_gives_that_layers_grad_cam_and_bad_layers_fail(disc_run, tmp_path):
     import keras
 
-    from cvtrain.ensemble import load_runs
+    from cvtrain.saved_run import load_runs
 
     model = load_runs(make_config("mode=evaluate", f"run={disc_run}"))[0].load_model()
     layer = [x.name for x in model.layers if isinstance(x, keras.layers.Add)][-2]  # a block back

@@ -9,12 +9,12 @@ import pytest
 from conftest import make_config, tiny_segmentation, train_run
 from PIL import Image
 
-from cvtrain.ensemble import load_runs
 from cvtrain.errors import ConfigError
 from cvtrain.export import run as export_run
 from cvtrain.export_formats import FORMATS
 from cvtrain.predict import MASKS
 from cvtrain.predict import run as predict_run
+from cvtrain.saved_run import load_runs
 
 
 @pytest.fixture(scope="module")

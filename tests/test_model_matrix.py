@@ -10,13 +10,13 @@ import pytest
 from conftest import make_config, tiny_classification, tiny_segmentation, train_run
 from PIL import Image
 
-from cvtrain import artifacts
-from cvtrain.ensemble import load_runs
+from cvtrain import rundir
 from cvtrain.evaluate import run as evaluate_run
 from cvtrain.export import run as export_run
 from cvtrain.export_formats import FORMATS
 from cvtrain.predict import CSV, MASKS
 from cvtrain.predict import run as predict_run
+from cvtrain.saved_run import load_runs
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,9 @@ def trained(request, pets_root, tmp_path_factory):
 
 def test_train_writes_a_checkpoint_that_scores_its_best_epoch(trained):
     _, run_dir, _ = trained
-    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
     assert metrics["best_epoch"] == 1 and np.isfinite(metrics["best_val_loss"])
-    assert (run_dir / artifacts.CHECKPOINT).stat().st_size > 0
+    assert (run_dir / rundir.CHECKPOINT).stat().st_size > 0
 
 
 def test_a_plain_call_of_the_checkpoint_is_inference(trained):
@@ -89,7 +89,7 @@ def test_evaluate_reproduces_the_best_epochs_val_loss(trained, tmp_path):
     _, run_dir, _ = trained
     cfg = make_config("mode=evaluate", f"run={run_dir}", f"output={tmp_path}")
     report = evaluate_run(cfg, [], tmp_path)
-    logged = artifacts.read_json(run_dir / artifacts.METRICS)
+    logged = rundir.read_json(run_dir / rundir.METRICS)
     assert report["metrics"]["loss"] == pytest.approx(logged["best_val_loss"], abs=1e-3)
 
 

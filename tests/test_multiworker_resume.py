@@ -17,7 +17,7 @@ import yaml
 from conftest import CVTRAIN, REPO, make_config, tiny_segmentation
 from test_resume import history_rows
 
-from cvtrain import resume
+from cvtrain import resume, rundir
 from cvtrain.errors import ConfigError
 
 # The README's multi-worker command (sbatch, Kubernetes); the tests add tiny data and a run dir.
@@ -110,7 +110,7 @@ def saved_weights_digest(run_dir: Path, args: list[str]) -> str:
 
     cfg = make_config(*args[:-1])
     model = build_model(cfg.model, (*cfg.data.image_size, 3), 3)
-    model.load_weights(run_dir / resume.BACKUP / resume.load(run_dir).weights)
+    model.load_weights(run_dir / rundir.BACKUP / resume.load(run_dir).weights)
     keras.backend.clear_session()
     return weights_digest(model)
 

@@ -12,12 +12,12 @@ import pytest
 from conftest import make_config, tiny_classification, tiny_segmentation, train_run
 from PIL import Image
 
-from cvtrain import artifacts
-from cvtrain.ensemble import load_runs
+from cvtrain import rundir
 from cvtrain.errors import DataError
 from cvtrain.evaluate import run as evaluate_run
 from cvtrain.predict import MASKS, OVERLAYS, expand_inputs
 from cvtrain.predict import run as predict_run
+from cvtrain.saved_run import load_runs
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def predicted(csv_path: Path) -> list[dict[str, str]]:
 def test_classification_writes_predictions_csv(shape_runs, tmp_path):
     root, (run_dir, _) = shape_runs
     images = sorted(root.rglob("*.jpg"))[:4]
-    classes = artifacts.read_json(run_dir / artifacts.MANIFEST)["dataset"]["classes"]
+    classes = rundir.read_json(run_dir / rundir.MANIFEST)["dataset"]["classes"]
     glob = str(root / "**" / "*.jpg")
     result = predict(f"run={run_dir}", f"input={glob}", f"output={tmp_path}")
     rows = predicted(tmp_path / "predictions.csv")
@@ -123,7 +123,7 @@ def test_classification_writes_predictions_csv(shape_runs, tmp_path):
 @pytest.mark.slow
 def test_ensemble_predicts_the_mean_of_its_members_probabilities(shape_runs, tmp_path):
     root, runs = shape_runs
-    positive = artifacts.read_json(runs[0] / artifacts.MANIFEST)["dataset"]["classes"][1]
+    positive = rundir.read_json(runs[0] / rundir.MANIFEST)["dataset"]["classes"][1]
     glob = f"input={root / '**' / '*.jpg'}"
 
     def positive_probabilities(*run_dirs: Path, out: str) -> dict[str, float]:
@@ -170,7 +170,7 @@ def test_real_sample_train_evaluate_predict(real_sample, tmp_path):
         "trainer.precision=float32",  # compared with a tight tolerance, on a GPU host too
     )
     report = evaluate_run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
-    logged = artifacts.read_json(run_dir / artifacts.METRICS)["best"]
+    logged = rundir.read_json(run_dir / rundir.METRICS)["best"]
     assert report["metrics"]["loss"] == pytest.approx(logged["val_loss"], abs=1e-3)
 
     names = ["Abyssinian_34.jpg", "Abyssinian_5.jpg", "Abyssinian_1.jpg"]  # a GIF and a PNG

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import make_config, require_real_sample
-from test_resume import best_checkpoint_loss
+from helpers import best_checkpoint_loss
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.data.index import sniff_image
 from cvtrain.data.sources import load_index, load_split
 
@@ -53,7 +53,7 @@ def test_one_epoch_at_64px_completes(real_sample, tmp_path):
     masks = model.predict(images.astype(np.float32), verbose=0)
     assert masks.shape == (2, 64, 64, 3)  # pet, background, border per pixel
     np.testing.assert_allclose(masks.sum(-1), 1.0, rtol=1e-4)
-    logged = artifacts.read_json(tmp_path / artifacts.METRICS)["best_val_loss"]
+    logged = rundir.read_json(tmp_path / rundir.METRICS)["best_val_loss"]
     assert best_checkpoint_loss(tmp_path, cfg, split) == pytest.approx(logged, rel=1e-3)
 
 

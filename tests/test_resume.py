@@ -4,24 +4,19 @@ stops with the best checkpoint kept; incompatible changes are refused."""
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
 from conftest import make_config, run_cli, tiny_segmentation
-from helpers import history_rows, start_cli, train_in_process, wait_for_rows
+from helpers import (
+    best_checkpoint_loss,
+    history_rows,
+    start_cli,
+    train_in_process,
+    wait_for_rows,
+)
 
-from cvtrain import artifacts, resume
+from cvtrain import resume, rundir
 from cvtrain.errors import ConfigError
-
-
-def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
-    import keras
-
-    from cvtrain.data.pipeline import build_dataset
-
-    model = keras.models.load_model(run_dir / artifacts.CHECKPOINT, safe_mode=True)
-    val = build_dataset(split.val, cfg.data, training=False, seed=0)
-    return float(model.evaluate(val, verbose=0)[0])
 
 
 @pytest.mark.slow
@@ -41,7 +36,7 @@ def test_sigkill_after_epoch_2_of_4_then_resume_ends_at_epoch_4(pets_root, tmp_p
     rows = history_rows(run_dir)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     val_losses = [float(r["val_loss"]) for r in rows]
-    metrics = artifacts.read_json(run_dir / artifacts.METRICS)
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
     assert metrics["best_epoch"] == val_losses.index(min(val_losses)) + 1
     assert metrics["best_val_loss"] == pytest.approx(min(val_losses))
     cfg = make_config(*tiny_segmentation(pets_root, *slow))
@@ -131,6 +126,25 @@ def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
     bigger = make_config(*tiny_segmentation(pets_root, "data.image_size=[48,48]"))
     with pytest.raises(ConfigError, match=r"data.image_size=\[32, 32\] \(now \[48, 48\]\)"):
         resume.check_compatible(tmp_path, bigger, 3)
+
+
+def test_only_the_settings_the_model_reads_are_locked(pets_root, tmp_path):
+    cfg = make_config(*tiny_segmentation(pets_root, "model=seg_convnet"))
+    state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
+    state.fixed = resume.fixed_settings(cfg, 3)
+    resume.save(tmp_path, state)
+
+    # seg_convnet has no ASPP: its atrous rates are not part of its weights.
+    other_rates = make_config(*tiny_segmentation(pets_root, "model.atrous_rates=[2,4]"))
+    assert resume.check_compatible(tmp_path, other_rates, 3).epoch == 1
+    fewer_stages = make_config(*tiny_segmentation(pets_root, "model.filters=[8,16]"))
+    with pytest.raises(ConfigError, match=r"model.filters=\[64, 128, 256\] \(now \[8, 16\]\)"):
+        resume.check_compatible(tmp_path, fewer_stages, 3)
+
+    # A state saved when every model.* key was locked continues too.
+    state.fixed["model.atrous_rates"] = [6, 12, 18]
+    resume.save(tmp_path, state)
+    assert resume.check_compatible(tmp_path, other_rates, 3).epoch == 1
 
 
 def test_history_rows_after_the_saved_state_are_dropped(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from helpers import history_rows, start_cli, train_in_process, wait_for_rows
 
-from cvtrain import artifacts, resume
+from cvtrain import resume, rundir
 from cvtrain.interrupt import SIGNALS, StopNow, trap_signals
 
 SLOW = ("trainer.epochs=3", "trainer.steps_per_epoch=8", "trainer.prediction_images=0")
@@ -51,12 +51,12 @@ def test_sigint_mid_epoch_exits_130_with_resume_command_then_resumes(pets_root, 
     assert "Traceback" not in err
     saved = resume.load(run_dir)
     assert saved.epoch == len(history_rows(run_dir)) < 3  # stopped between epochs' states
-    assert (run_dir / artifacts.CHECKPOINT).is_file()
+    assert (run_dir / rundir.CHECKPOINT).is_file()
 
     result, _, _ = train_in_process(pets_root, run_dir, *SLOW)
     assert [int(r["epoch"]) for r in history_rows(run_dir)] == [0, 1, 2]
     assert len(result.history["loss"]) == 3
-    assert os.path.getsize(run_dir / artifacts.CHECKPOINT) > 0
+    assert os.path.getsize(run_dir / rundir.CHECKPOINT) > 0
 
 
 @pytest.mark.slow

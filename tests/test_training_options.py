@@ -9,12 +9,31 @@ import math
 import numpy as np
 import pytest
 from conftest import make_config, run_cli, tiny_segmentation, train_run
-from test_resume import train_in_process
+from helpers import train_in_process
 
 from cvtrain import resume
 from cvtrain.errors import UserError
 
 QUIET = "trainer.prediction_images=0"
+
+
+def test_each_optimizer_and_schedule_name_builds_its_keras_object():
+    from cvtrain.config import OptimizerConfig
+    from cvtrain.optimizers import build_optimizer
+
+    built = {
+        name: build_optimizer(OptimizerConfig(name=name, momentum=0.5, schedule="cosine"), 10)
+        for name in ("rmsprop", "adam", "sgd")
+    }
+    assert {n: type(o).__name__ for n, o in built.items()} == {
+        "rmsprop": "RMSprop",
+        "adam": "Adam",
+        "sgd": "SGD",
+    }
+    assert built["rmsprop"].momentum == built["sgd"].momentum == 0.5
+    assert type(built["adam"]._learning_rate).__name__ == "CosineDecay"
+    constant = build_optimizer(OptimizerConfig(name="adam", lr=0.25), 10)
+    assert float(constant.learning_rate) == 0.25
 
 
 def train_keeping_the_model(monkeypatch, root, run_dir, *extra):

@@ -11,8 +11,9 @@ from conftest import make_config, run_cli
 from PIL import Image
 
 from cvtrain.data.sources import load_index, load_split
-from cvtrain.data.verify import BAD_FILES, verify
+from cvtrain.data.verify import verify
 from cvtrain.errors import DataError
+from cvtrain.rundir import BAD_FILES
 
 GOOD = [f"good_{i}" for i in range(6)]
 EXPECTED = {

@@ -55,10 +55,10 @@ def pipeline_options(cfg: DataConfig) -> tf.data.Options:
     """Autotuned parallelism and buffers where there are cores to spare (`data.autotune`);
     `data.deterministic=false` lets parallel maps reorder."""
     options = tf.data.Options()
-    if cfg.autotune == "auto":
+    if isinstance(cfg.autotune, bool):
+        options.autotune.enabled = cfg.autotune
+    else:  # auto
         options.autotune.enabled = (os.cpu_count() or 1) >= AUTOTUNE_MIN_CORES
-    else:
-        options.autotune.enabled = cfg.autotune == "true"
     options.deterministic = cfg.deterministic
     return options
 

@@ -21,14 +21,13 @@ from PIL import Image, UnidentifiedImageError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cvtrain import artifacts
+from cvtrain import rundir
 from cvtrain.console import console
 from cvtrain.data.index import SEGMENTATION, FileIndex, sniff_image
 from cvtrain.errors import DataError
 from cvtrain.paths import data_cache_dir
 
 CHECKS_VERSION = 1
-BAD_FILES = "bad_files.txt"
 
 
 @dataclass(frozen=True)
@@ -180,14 +179,14 @@ def verify(
     cache = data_cache_dir() / "verify" / f"{_fingerprint(index, dropped)}.json"
     cached = use_cache and cache.is_file()
     if cached:
-        problems = [Problem(**p) for p in artifacts.read_json(cache)]
+        problems = [Problem(**p) for p in rundir.read_json(cache)]
     else:
         problems = scan(index, dropped)
-        artifacts.write_json(cache, [asdict(p) for p in problems])
+        rundir.write_json(cache, [asdict(p) for p in problems])
     if problems:
         print_table(problems, len(index) + len(dropped))
-        artifacts.write_atomic(
-            run_dir / BAD_FILES,
+        rundir.write_atomic(
+            run_dir / rundir.BAD_FILES,
             lambda tmp: tmp.write_text(
                 "".join(f"{p.kind}\t{p.path}\t{p.detail}\n" for p in problems)
             ),
@@ -223,13 +222,13 @@ def checked_index(
     if report.problems and on_bad == "error":
         first = report.problems[0]
         raise DataError(
-            f"{len(report.problems)} bad data files (listed in {run_dir / BAD_FILES}; e.g. "
+            f"{len(report.problems)} bad data files (listed in {run_dir / rundir.BAD_FILES}; e.g. "
             f"{first.path}: {first.kind}); fix or remove them, or set data.on_bad=skip"
         )
     if report.problems:
         console.print(
             f"skipping {len(index) - len(report.index)} of {len(index)} samples with bad files "
-            f"(data.on_bad=skip; list in {run_dir / BAD_FILES})",
+            f"(data.on_bad=skip; list in {run_dir / rundir.BAD_FILES})",
             markup=False,
         )
     return report.index

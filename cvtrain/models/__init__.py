@@ -69,19 +69,43 @@ class ModelSpec:
     builder: str  # "module:function", imported on use
     task: str  # the task whose outputs it produces
     check: Callable[[ModelConfig, tuple[int, int]], None]  # raises ConfigError
+    uses: tuple[str, ...]  # the model.* keys its builder reads (besides COMMON)
 
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """Every model.* key that shapes this model; a resumed run locks them (cvtrain.resume)."""
+        return (*COMMON, *self.uses)
+
+
+COMMON = ("name", "bn_momentum")  # build_model sets bn_momentum on every model
+CONVNET = ("filters", "width", "dropout")
+BACKBONE = ("backbone", "weights", "freeze_backbone", "dropout")
 
 MODELS: dict[str, ModelSpec] = {
     "seg_convnet": ModelSpec(
-        "cvtrain.models.seg_convnet:build", SEGMENTATION, _divisible_by_stages
+        "cvtrain.models.seg_convnet:build", SEGMENTATION, _divisible_by_stages, CONVNET
     ),
-    "unet": ModelSpec("cvtrain.models.unet:build", SEGMENTATION, _at_least_one_pixel_deep),
-    "deeplabv3plus": ModelSpec("cvtrain.models.deeplabv3plus:build", SEGMENTATION, _deeplab),
-    "mini_xception": ModelSpec("cvtrain.models.mini_xception:build", CLASSIFICATION, _any_size),
+    "unet": ModelSpec(
+        "cvtrain.models.unet:build",
+        SEGMENTATION,
+        _at_least_one_pixel_deep,
+        (*CONVNET, "separable", "residual"),
+    ),
+    "deeplabv3plus": ModelSpec(
+        "cvtrain.models.deeplabv3plus:build",
+        SEGMENTATION,
+        _deeplab,
+        (*BACKBONE, "filters", "width", "separable", "atrous_rates"),
+    ),
+    "mini_xception": ModelSpec(
+        "cvtrain.models.mini_xception:build", CLASSIFICATION, _any_size, CONVNET
+    ),
     "residual_convnet": ModelSpec(
-        "cvtrain.models.residual_convnet:build", CLASSIFICATION, _any_size
+        "cvtrain.models.residual_convnet:build", CLASSIFICATION, _any_size, CONVNET
     ),
-    "xception": ModelSpec("cvtrain.models.backbone_classifier:build", CLASSIFICATION, _backbone),
+    "xception": ModelSpec(
+        "cvtrain.models.backbone_classifier:build", CLASSIFICATION, _backbone, BACKBONE
+    ),
 }
 
 
