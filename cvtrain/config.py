@@ -20,8 +20,9 @@ from cvtrain.models import MODELS, check_model
 from cvtrain.models.backbone_specs import BACKBONES
 from cvtrain.paths import config_groups
 from cvtrain.suggest import did_you_mean
+from cvtrain.tasks import TASKS as TASK_REGISTRY
 
-TASKS = ("segmentation", "classification")
+TASKS = tuple(TASK_REGISTRY)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("constant", "cosine")

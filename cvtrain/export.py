@@ -28,8 +28,8 @@ import numpy as np
 from cvtrain.artifacts import atomic_path
 from cvtrain.config import RunConfig
 from cvtrain.console import console
-from cvtrain.data.index import SEGMENTATION
 from cvtrain.ensemble import SavedRun, load_runs, output_dir
+from cvtrain.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def export(saved: SavedRun, fmt: str, out_dir: Path) -> ExportResult:
 
     model = float32_model(saved.load_model())
     size = model_image_size(model)
-    predict_raw = raw_predictor(model, saved.config.task.name == SEGMENTATION)
+    predict_raw = raw_predictor(model, get_task(saved.config.task.name).dense)
     batches = parity_images(size)
     path = out_dir / FILENAMES[fmt]
     out_dir.mkdir(parents=True, exist_ok=True)
