@@ -30,7 +30,7 @@ from cvtrain.tasks.base import class_probabilities
 
 log = logging.getLogger(__name__)
 
-MASKS, OVERLAYS, CSV = "masks", "overlays", "predictions.csv"  # written by the task's writer
+MASKS, OVERLAYS, CSV = "masks", "overlays", "predictions.csv"  # the tasks' write_predictions
 
 
 @dataclass
