@@ -57,14 +57,14 @@ def plain_keras_seconds(cfg, arrays) -> tuple[list[float], int]:
     import keras
 
     from cvtrain.models import build_model
-    from cvtrain.tasks import loss_and_metrics
+    from cvtrain.tasks import get_task
 
     (x, y), (xv, yv) = arrays
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.trainer.seed)
     num_classes = 3
     model = build_model(cfg.model, x.shape[1:], num_classes)
-    loss, metrics = loss_and_metrics(cfg.task.name, num_classes)
+    loss, metrics = get_task(cfg.task.name).loss_and_metrics(num_classes)
     model.compile(keras.optimizers.RMSprop(cfg.optimizer.lr), loss=loss, metrics=metrics)
     clock = epoch_clock()()
     model.fit(

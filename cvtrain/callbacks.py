@@ -22,7 +22,7 @@ from cvtrain.console import console
 from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
 from cvtrain.rundir import atomic_path
 from cvtrain.scores import confusion
-from cvtrain.tasks import class_probabilities
+from cvtrain.tasks.base import class_probabilities
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ from cvtrain.modes import MODES
 from cvtrain.optimizers import OPTIMIZERS, SCHEDULES
 from cvtrain.paths import config_groups
 from cvtrain.suggest import did_you_mean
+from cvtrain.tasks import TASKS as TASK_REGISTRY
 
-TASKS = ("segmentation", "classification")
+TASKS = tuple(TASK_REGISTRY)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 CACHES = ("none", "memory", "disk")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def member_probabilities(models: Sequence[keras.Model], images) -> list[np.ndarray]:
     """Each member's class probabilities for one batch of float32 0..255 images."""
-    from cvtrain.tasks import class_probabilities  # imports Keras: only once models exist
+    from cvtrain.tasks.base import class_probabilities
 
     return [class_probabilities(model.predict_on_batch(images)) for model in models]
 

@@ -15,23 +15,20 @@ from pathlib import Path
 from rich.progress import track
 from rich.table import Table
 
-from cvtrain import plots, rundir
+from cvtrain import rundir
 from cvtrain.config import RunConfig
 from cvtrain.console import console
-from cvtrain.data.index import SEGMENTATION, FileIndex, class_id
+from cvtrain.data.index import FileIndex, class_id
 from cvtrain.data.sources import load_split
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.runs import fmt4
 from cvtrain.saved_run import SavedRun, load_runs, output_dir
+from cvtrain.tasks import get_task
+from cvtrain.tasks.base import Task, output_classes
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"
-# Rows of the summary table, in order, per task (per-class rows follow).
-TABLE_ROWS = {
-    SEGMENTATION: ("loss", "pixel_accuracy", "mean_iou", "mean_dice"),
-    "classification": ("loss", "accuracy", "precision", "recall", "f1", "roc_auc"),
-}
 
 
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> dict:
@@ -64,7 +61,7 @@ def check_model(model, saved: SavedRun, image_size: list[int], num_classes: int)
             f"data.image_size={list(image_size)} but run={saved.path} was trained at {size}; "
             "drop the data.image_size override"
         )
-    outputs = max(2, model.output_shape[-1])
+    outputs = output_classes(model.output_shape[-1])
     if outputs != num_classes:
         raise DataError(
             f"run={saved.path} predicts {outputs} classes but the data has {num_classes}; "
@@ -75,21 +72,19 @@ def check_model(model, saved: SavedRun, image_size: list[int], num_classes: int)
 def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
     """Every member (and their average, for an ensemble) on one split; returns the report."""
     cfg = runs[0].config
-    task, index = cfg.task.name, eval_index(cfg, out_dir)
+    index, task = eval_index(cfg, out_dir), get_task(cfg.task.name)
     ignore = class_id(cfg.eval.ignore_class, index.class_names, "eval.ignore_class")
-    if ignore is not None and task != SEGMENTATION:
-        raise ConfigError("eval.ignore_class is for segmentation; drop it for classification")
+    if ignore is not None and not task.ignore_class:
+        raise ConfigError(f"eval.ignore_class is for segmentation; drop it for {task.name}")
 
     from cvtrain.data.pipeline import build_dataset, steps_per_epoch
     from cvtrain.ensemble import average, member_probabilities
-    from cvtrain.scores import LabelScorer, PixelScorer
 
     models = [saved.load_model() for saved in runs]
     for model, saved in zip(models, runs):
         check_model(model, saved, cfg.data.image_size, index.num_classes)
     labels = [str(saved.path) for saved in runs] + ([ENSEMBLE] if len(runs) > 1 else [])
-    scorer = PixelScorer if task == SEGMENTATION else LabelScorer
-    scorers = [scorer(index.num_classes) for _ in labels]
+    scorers = [task.scorer(index.num_classes) for _ in labels]
 
     # Evaluation reads every file once: no cache (a training run's disk cache may be stale).
     ds = build_dataset(
@@ -107,7 +102,7 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
 
     results = {label: s.result(index.class_names, ignore) for label, s in zip(labels, scorers)}
     report = {
-        "task": task,
+        "task": task.name,
         "split": cfg.eval.split,
         "data": {"source": cfg.data.source, "root": index.root, "files": len(index)},
         "runs": [str(saved.path) for saved in runs],
@@ -117,17 +112,13 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
     if len(runs) > 1:
         report["members"] = {label: results[label] for label in labels[:-1]}
     rundir.write_json(out_dir / rundir.METRICS, report)
-    if task != SEGMENTATION:
-        matrix = report["metrics"]["confusion_matrix"]
-        plots.save_confusion_matrix(
-            matrix, list(index.class_names), out_dir / rundir.CONFUSION_MATRIX
-        )
+    task.write_evaluation(report["metrics"], index.class_names, out_dir)
     print_report(report, results, task, index.class_names, out_dir)
     return report
 
 
 def print_report(
-    report: dict, results: dict[str, dict], task: str, class_names: Sequence[str], out_dir: Path
+    report: dict, results: dict[str, dict], task: Task, class_names: Sequence[str], out_dir: Path
 ) -> None:
     """One column per member (and the ensemble), one row per metric."""
     files = report["data"]["files"]
@@ -136,24 +127,15 @@ def print_report(
     table.add_column("metric", style="bold")
     for label in results:  # a run's last two path parts: <date>/<time> for Hydra's run dirs
         table.add_column("/".join(Path(label).parts[-2:]), justify="right")
-    for name in TABLE_ROWS[task]:
+    for name in task.eval_rows:
         if any(name in r for r in results.values()):
             table.add_row(name, *(fmt4(r.get(name)) for r in results.values()))
-    per_class = ("iou", "dice") if task == SEGMENTATION else ("precision", "recall", "f1")
     for cls in class_names:
-        for name in per_class:
+        for name in task.per_class_rows:
             if cls in next(iter(results.values()))["per_class"]:
                 table.add_row(
                     f"{name} {cls}", *(fmt4(r["per_class"][cls][name]) for r in results.values())
                 )
     console.print(table)
-    if task != SEGMENTATION:
-        console.print("[bold]Confusion matrix[/] (rows: true, columns: predicted)")
-        matrix = Table()
-        matrix.add_column("")
-        for cls in class_names:
-            matrix.add_column(cls, justify="right")
-        for cls, row in zip(class_names, report["metrics"]["confusion_matrix"]):
-            matrix.add_row(cls, *(str(v) for v in row))
-        console.print(matrix)
+    task.print_evaluation(report["metrics"], class_names)
     console.print(f"metrics written to {out_dir / rundir.METRICS}")

@@ -19,7 +19,7 @@ import numpy as np
 from cvtrain import plots, rundir
 from cvtrain.config import RunConfig
 from cvtrain.console import console
-from cvtrain.data.index import SEGMENTATION, class_id
+from cvtrain.data.index import class_id
 from cvtrain.predict import (
     check_unique_names,
     expand_inputs,
@@ -28,6 +28,8 @@ from cvtrain.predict import (
     write_csv,
 )
 from cvtrain.saved_run import SavedRun, load_runs, output_dir
+from cvtrain.tasks import get_task
+from cvtrain.tasks.base import output_classes
 
 HEATMAPS, CSV = "heatmaps", "explanations.csv"
 
@@ -50,11 +52,10 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> ExplainResul
 
 
 def target_class(cfg: RunConfig, class_names: Sequence[str]) -> int | None:
-    """`explain.class` as an id; by default None (each image's predicted class), or for
-    segmentation the first class not named background."""
+    """`explain.class` as an id, else the task's default (None: each image's predicted class)."""
     chosen = class_id(cfg.explain.target_class, class_names, "explain.class")
-    if chosen is None and cfg.task.name == SEGMENTATION:
-        chosen = next((i for i, name in enumerate(class_names) if name != "background"), 0)
+    if chosen is None:
+        chosen = get_task(cfg.task.name).explain_class(class_names)
     return chosen
 
 
@@ -62,7 +63,9 @@ def explain(saved: SavedRun, files: list[Path], out_dir: Path) -> ExplainResult:
     from cvtrain.gradcam import GradCam
 
     model = saved.load_model()
-    names = saved.class_names or tuple(str(i) for i in range(max(2, model.output_shape[-1])))
+    names = saved.class_names or tuple(
+        str(i) for i in range(output_classes(model.output_shape[-1]))
+    )
     wanted = target_class(saved.config, names)
     gradcam = GradCam(model, saved.config.explain.layer)
     result = ExplainResult(out_dir, gradcam.layer_name)

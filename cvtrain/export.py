@@ -28,11 +28,11 @@ import numpy as np
 
 from cvtrain.config import RunConfig
 from cvtrain.console import console
-from cvtrain.data.index import SEGMENTATION
 from cvtrain.export_formats import FORMATS
 from cvtrain.registry import resolve
 from cvtrain.rundir import EXPORT, atomic_path
 from cvtrain.saved_run import SavedRun, load_runs, output_dir
+from cvtrain.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def export(saved: SavedRun, fmt: str, out_dir: Path) -> ExportResult:
 
     model = float32_model(saved.load_model())
     size = model_image_size(model)
-    predict_raw = raw_predictor(model, saved.config.task.name == SEGMENTATION)
+    predict_raw = raw_predictor(model, get_task(saved.config.task.name).dense)
     spec = FORMATS[fmt]
     job = Exportable(model, predict_raw, size, parity_images(size))
     path = out_dir / spec.filename

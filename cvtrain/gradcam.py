@@ -22,7 +22,7 @@ from keras.src.ops.function import make_node_key
 from cvtrain.data.pipeline import resize_image
 from cvtrain.errors import ConfigError
 from cvtrain.serving import float32_model, model_image_size
-from cvtrain.tasks import class_probabilities
+from cvtrain.tasks.base import class_probabilities
 
 # images -> (feature map, model output), computed in one pass so that one depends on the other
 FeatureModel = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
@@ -141,7 +141,7 @@ def feature_model(model: keras.Model, path: list[keras.Layer]) -> FeatureModel:
 
 def class_score(outputs: tf.Tensor, class_id: int) -> tf.Tensor:
     """Per image: the class's probability, for segmentation its mean over the pixels. One
-    sigmoid unit means [1 - p, p], as tasks.class_probabilities reads it."""
+    sigmoid unit means [1 - p, p], as tasks.base.class_probabilities reads it."""
     if outputs.shape[-1] == 1:
         probs = outputs[..., 0] if class_id == 1 else 1 - outputs[..., 0]
     else:

@@ -19,16 +19,18 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
-from cvtrain import plots, rundir
+from cvtrain import rundir
 from cvtrain.config import RunConfig
 from cvtrain.console import console
-from cvtrain.data.index import SEGMENTATION, sniff_image
+from cvtrain.data.index import sniff_image
 from cvtrain.errors import DataError
 from cvtrain.saved_run import SavedRun, load_runs, output_dir
+from cvtrain.tasks import get_task
+from cvtrain.tasks.base import class_probabilities
 
 log = logging.getLogger(__name__)
 
-MASKS, OVERLAYS, CSV = "masks", "overlays", "predictions.csv"
+MASKS, OVERLAYS, CSV = "masks", "overlays", "predictions.csv"  # the tasks' write_predictions
 
 
 @dataclass
@@ -97,45 +99,23 @@ def readable_images(
 
 def predict(runs: list[SavedRun], files: list[Path], out_dir: Path) -> PredictResult:
     cfg = runs[0].config
-    segmentation = cfg.task.name == SEGMENTATION
-    if segmentation:
-        check_unique_names(files)
+    task = get_task(cfg.task.name)
+    task.check_inputs(files)
 
     from cvtrain.ensemble import average
     from cvtrain.serving import raw_predictor
-    from cvtrain.tasks import class_probabilities
 
     models = [saved.load_model() for saved in runs]
-    predictors = [raw_predictor(model, segmentation) for model in models]
+    predictors = [raw_predictor(model, task.dense) for model in models]
     result = PredictResult(out_dir)
-    rows: list[tuple[str, str, str]] = []
-    for path, image in readable_images(files, result.skipped, "predicting"):
-        probs = average([class_probabilities(p(image[None]).numpy())[0] for p in predictors])
-        if segmentation:
-            result.written.append(write_mask(image, probs, path.stem, out_dir, cfg))
-        else:
-            label = int(probs.argmax())
-            rows.append((str(path), class_name(runs[0], label), f"{probs[label]:.6f}"))
-    if not segmentation:
-        result.written.append(write_csv(("file", "label", "probability"), rows, out_dir / CSV))
+    predictions = (
+        (path, image, average([class_probabilities(p(image[None]).numpy())[0] for p in predictors]))
+        for path, image in readable_images(files, result.skipped, "predicting")
+    )
+    result.written, where = task.write_predictions(predictions, out_dir, cfg, runs[0].class_names)
     log_skipped(result.skipped)
-    report(result, segmentation, len(files))
+    report(result, where, len(files))
     return result
-
-
-def class_name(saved: SavedRun, label: int) -> str:
-    names = saved.class_names
-    return names[label] if names and label < len(names) else str(label)
-
-
-def write_mask(
-    image: np.ndarray, probs: np.ndarray, name: str, out_dir: Path, cfg: RunConfig
-) -> Path:
-    """The mask PNG (class id + offset) and the overlay PNG for one image."""
-    ids = probs.argmax(-1).astype(np.uint8)
-    overlay = plots.overlay(image, ids, cfg.predict.overlay_alpha)
-    plots.save_png(overlay, out_dir / OVERLAYS / f"{name}.png")
-    return plots.save_png(ids + np.uint8(cfg.predict.mask_offset), out_dir / MASKS / f"{name}.png")
 
 
 def write_csv(header: Sequence[str], rows: list[Sequence[str]], path: Path) -> Path:
@@ -154,11 +134,7 @@ def log_skipped(skipped: list[tuple[Path, str]]) -> None:
         log.warning("skipped %s: %s", path, why)
 
 
-def report(result: PredictResult, segmentation: bool, total: int) -> None:
+def report(result: PredictResult, where: str, total: int) -> None:
     done = total - len(result.skipped)
-    if segmentation:
-        where = f"{result.output / MASKS} (overlays in {result.output / OVERLAYS})"
-    else:
-        where = str(result.output / CSV)
     skipped = f"; skipped {len(result.skipped)} unreadable" if result.skipped else ""
     console.print(f"predicted {done} of {total} images -> {where}{skipped}")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cvtrain.tasks.base import classifier_units
+
 EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its cross-entropies
 
 
@@ -123,7 +125,7 @@ def classification_metrics(
     precision, recall = _ratio(tp, m.sum(0)), _ratio(tp, m.sum(1))
     f1 = _ratio(2 * precision * recall, precision + recall)
     precision, recall, f1 = (np.nan_to_num(v) for v in (precision, recall, f1))
-    binary = num_classes == 2
+    binary = classifier_units(num_classes) == 1  # one sigmoid unit: a positive class
     pick = (lambda v: float(v[1])) if binary else (lambda v: float(v.mean()))
     result = {
         "loss": nll_sum(labels, probs) / len(labels) if len(labels) else None,

@@ -45,7 +45,8 @@ def model_image_size(model: keras.Model) -> tuple[int, int]:
 
 
 def raw_predictor(model: keras.Model, segmentation: bool) -> tf.types.experimental.Function:
-    """A tf.function: uint8 [batch, H, W, 3] -> probabilities (per pixel at H x W if segmenting)."""
+    """A tf.function: uint8 [batch, H, W, 3] -> probabilities, per pixel at H x W if
+    `segmentation` (a task with dense outputs: Task.dense)."""
     size = model_image_size(model)
 
     @tf.function(input_signature=[RAW_IMAGES])

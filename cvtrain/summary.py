@@ -8,7 +8,7 @@ from rich.table import Table
 
 from cvtrain import rundir
 from cvtrain.console import console
-from cvtrain.tasks import MAIN_METRICS
+from cvtrain.tasks import get_task
 
 if TYPE_CHECKING:
     from cvtrain.train import TrainResult
@@ -21,7 +21,7 @@ def print_train_summary(result: TrainResult, task: str) -> None:
     best = result.best_epoch
     table.add_row("best epoch", f"{best} of {len(result.history.get('loss', []))}" if best else "-")
     table.add_row("best val_loss", f"{result.best_val_loss:.4f}" if best else "no finite val_loss")
-    for name in MAIN_METRICS.get(task, ()):
+    for name in get_task(task).main_metrics:
         values = result.history.get(f"val_{name}")
         if best and values:
             table.add_row(f"val_{name}", f"{values[best - 1]:.4f}")

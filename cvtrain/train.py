@@ -21,14 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from cvtrain import custom_loop, manifest, plots, resume, rundir, tracking
-from cvtrain.callbacks import (
-    BestCheckpoint,
-    ConfusionMatrixImages,
-    PredictionImages,
-    RichProgress,
-)
+from cvtrain.callbacks import BestCheckpoint, RichProgress
 from cvtrain.config import RunConfig, TrainerConfig
-from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, Split
+from cvtrain.data.index import Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
 from cvtrain.distribute import check_same_epoch, is_chief, make_strategy
 from cvtrain.errors import UserError
@@ -43,7 +38,8 @@ from cvtrain.resume_callbacks import (
     StopOnSignal,
     restore,
 )
-from cvtrain.tasks import class_probabilities, loss_and_metrics
+from cvtrain.tasks import get_task
+from cvtrain.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +104,7 @@ def _train(
 ) -> TrainResult:
     """Train, writing into `run_dir`, resuming from the state saved in `state_dir`."""
     precision = setup_runtime(cfg.trainer)
-    task, data = cfg.task.name, cfg.data
+    task, data = get_task(cfg.task.name), cfg.data
     num_classes = split.train.num_classes
     seed = cfg.trainer.seed
     train_ds = build_dataset(
@@ -129,7 +125,7 @@ def _train(
 
     with strategy.scope():  # variables mirrored on every replica; data.batch_size is global
         model = build_model(cfg.model, (*data.image_size, 3), num_classes)
-        loss, metrics = loss_and_metrics(task, num_classes)
+        loss, metrics = task.loss_and_metrics(num_classes)
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
             loss=loss,
@@ -170,12 +166,9 @@ def _train(
     if cfg.trainer.prediction_images:
         samples = sample_batch(val_ds, cfg.trainer.prediction_images)
     val_log_dir = run_dir / rundir.TENSORBOARD_VALIDATION
-    if samples is not None and task == SEGMENTATION:
-        callbacks.append(PredictionImages(*samples, log_dir=val_log_dir))
-    confusion = None
-    if task == CLASSIFICATION:
-        confusion = ConfusionMatrixImages(val_ds, list(split.train.class_names), val_log_dir)
-        callbacks.append(confusion)
+    images_callback = task.epoch_callback(samples, val_ds, split.train.class_names, val_log_dir)
+    if images_callback is not None:
+        callbacks.append(images_callback)
     early_stopping = None
     if cfg.trainer.early_stopping.enabled:
         es = cfg.trainer.early_stopping
@@ -229,7 +222,7 @@ def _train(
             progress.on_train_end()  # a run stopped by an exception leaves no live bar behind
     history = read_history(run_dir / rundir.HISTORY)  # every epoch, not just this process's
     result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir)
-    write_reports(result, model, samples, task, split.train.class_names, confusion)
+    write_reports(result, model, samples, task, split.train.class_names, images_callback)
     return result
 
 
@@ -256,11 +249,11 @@ def write_reports(
     result: TrainResult,
     model: keras.Model,
     samples: tuple[np.ndarray, np.ndarray] | None,
-    task: str,
+    task: Task,
     class_names: tuple[str, ...],
-    confusion: ConfusionMatrixImages | None = None,
+    images_callback: keras.callbacks.Callback | None = None,
 ) -> None:
-    """metrics.json, curves.png, predictions.png (and confusion_matrix.png) from the run."""
+    """metrics.json, curves.png, then the task's pictures (predictions.png, ...) from the run."""
     run_dir, history = result.run_dir, result.history
     best = result.best_epoch
     metrics = {
@@ -272,18 +265,7 @@ def write_reports(
     }
     rundir.write_json(run_dir / rundir.METRICS, metrics)
     plots.save_curves(history, run_dir / rundir.CURVES)
-    if samples is not None and task == SEGMENTATION:
-        images, truths = samples
-        probs = model.predict(images, verbose=0)
-        plots.save_segmentation_predictions(images, truths, probs, run_dir / rundir.PREDICTIONS)
-    elif samples is not None:
-        images, labels = samples
-        probs = class_probabilities(model.predict(images, verbose=0))
-        path = run_dir / rundir.PREDICTIONS
-        plots.save_classification_predictions(images, labels, probs, list(class_names), path)
-    if confusion is not None and confusion.matrix.any():  # empty if no epoch ran
-        path = run_dir / rundir.CONFUSION_MATRIX
-        plots.save_confusion_matrix(confusion.matrix, list(class_names), path)
+    task.write_reports(run_dir, model, samples, class_names, images_callback)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

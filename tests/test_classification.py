@@ -75,11 +75,11 @@ def test_model_configs_compose_to_the_book_models():
 
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_head_follows_the_number_of_classes(num_classes):
-    from cvtrain.tasks import loss_and_metrics
+    from cvtrain.tasks import get_task
 
     model = build("residual_convnet", (32, 32, 3), num_classes, filters=[8, 16], width=1.0)
     probs = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
-    loss, metrics = loss_and_metrics(CLASSIFICATION, num_classes)
+    loss, metrics = get_task(CLASSIFICATION).loss_and_metrics(num_classes)
     names = [m.name for m in metrics]
     if num_classes == 2:
         assert probs.shape == (2, 1) and loss == "binary_crossentropy"

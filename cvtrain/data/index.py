@@ -16,6 +16,10 @@ from cvtrain.errors import ConfigError
 
 SEGMENTATION = "segmentation"
 CLASSIFICATION = "classification"
+# Tasks whose targets are label images (mask paths), not class ids: the data layer decodes,
+# augments and verifies them as images. A fact about the data, known before TensorFlow loads
+# (the Task objects of cvtrain.tasks import Keras).
+MASK_TASKS = frozenset({SEGMENTATION})
 
 # Leading bytes of the formats tf.io.decode_image reads, whatever the file extension says.
 _SIGNATURES = {
@@ -83,6 +87,10 @@ class FileIndex:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def has_masks(self) -> bool:
+        return self.task in MASK_TASKS
 
     def take(self, order: Sequence[int]) -> FileIndex:
         return replace(

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from cvtrain.config import DataConfig
 from cvtrain.data.augment import augment_dataset, is_enabled
-from cvtrain.data.index import SEGMENTATION, FileIndex
+from cvtrain.data.index import FileIndex
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER_DECODED = 1024  # cap for shuffling decoded images after a cache
@@ -86,7 +86,7 @@ def build_dataset(
     if training and cfg.cache == "none":
         ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
 
-    if index.task == SEGMENTATION:
+    if index.has_masks:
 
         def load(path, target):
             return decode_image(path, size), decode_mask(target, size, index.mask_offset)
@@ -109,5 +109,5 @@ def build_dataset(
     ds = ds.batch(cfg.batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     if training and is_enabled(cfg.augment):
-        ds = augment_dataset(ds, cfg.augment, seed, with_masks=index.task == SEGMENTATION)
+        ds = augment_dataset(ds, cfg.augment, seed, with_masks=index.has_masks)
     return ds.prefetch(AUTOTUNE).with_options(pipeline_options(cfg))

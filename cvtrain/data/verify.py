@@ -23,7 +23,7 @@ from rich.table import Table
 
 from cvtrain import rundir
 from cvtrain.console import console
-from cvtrain.data.index import SEGMENTATION, FileIndex, sniff_image
+from cvtrain.data.index import FileIndex, sniff_image
 from cvtrain.errors import DataError
 from cvtrain.paths import data_cache_dir
 
@@ -65,11 +65,11 @@ def _open_image(path: str) -> tuple[Image.Image | None, Problem | None]:
     return image, None
 
 
-def _check_sample(image: str, target, task: str) -> tuple[list[Problem], list[int] | None]:
-    """Problems of one sample, and its mask's distinct raw values (segmentation)."""
+def _check_sample(image: str, target, mask: bool) -> tuple[list[Problem], list[int] | None]:
+    """Problems of one sample, and the distinct raw values of its target if that is a mask."""
     photo, problem = _open_image(image)
     problems = [problem] if problem else []
-    if task != SEGMENTATION:
+    if not mask:
         return problems, None
     mask, problem = _open_image(str(target))
     if problem:
@@ -98,7 +98,7 @@ def _fingerprint(index: FileIndex, dropped: list[str]) -> str:
 def _unpaired_images(index: FileIndex, dropped: list[str]) -> list[str]:
     """Images in an Oxford-layout folder that the index left out for lack of a mask."""
     images = Path(index.root) / "images"
-    if index.task != SEGMENTATION or not images.is_dir():
+    if not index.has_masks or not images.is_dir():
         return []
     known = set(index.images) | set(dropped)
     return [
@@ -152,7 +152,7 @@ def scan(index: FileIndex, dropped: list[str], workers: int | None = None) -> li
         task = progress.add_task("verify", total=len(index))
         results = []
         for result in pool.map(
-            _check_sample, index.images, index.targets, [index.task] * len(index)
+            _check_sample, index.images, index.targets, [index.has_masks] * len(index)
         ):
             results.append(result)
             progress.advance(task)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from cvtrain.tasks.base import classifier_units
+
 
 def bn_relu_conv(
     x: keras.KerasTensor,
@@ -103,12 +105,13 @@ def residual_block(x: keras.KerasTensor, filters: int, pooling: bool = False) ->
 
 
 def classifier_head(x: keras.KerasTensor, num_classes: int, dropout: float) -> keras.KerasTensor:
-    """Dropout, then one sigmoid unit for two classes (as in the book) or a softmax over more.
+    """Dropout, then one sigmoid unit or a softmax, as tasks.base.classifier_units decides.
 
     The output layer is float32 so that mixed-precision training stays numerically stable.
     """
     if dropout:
         x = layers.Dropout(dropout)(x)
-    if num_classes == 2:
+    units = classifier_units(num_classes)
+    if units == 1:
         return layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return layers.Dense(units, activation="softmax", dtype="float32", name="probabilities")(x)

@@ -1,0 +1,117 @@
+"""The interface every task implements, and how a model's outputs read as class probabilities.
+
+A task decides what a model outputs and how it is trained, watched, scored and served; the modes
+(train, evaluate, predict, export, explain) call these hooks instead of asking which task runs.
+The data layer does not: the index says itself whether its targets are masks (FileIndex.has_masks),
+because data is split and verified before TensorFlow loads, and task modules import Keras.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from cvtrain.config import RunConfig
+
+# (input file, HxWx3 uint8 image at its own size, class probabilities) per predicted image
+Prediction = tuple[Path, np.ndarray, np.ndarray]
+
+
+def classifier_units(num_classes: int) -> int:
+    """A classifier head's width: two classes are one sigmoid unit (as in the book), more a
+    softmax. Decided here only (a TensorFlow-free module, as the model builders are);
+    class_probabilities and output_classes read it back."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """A model's output as per-class probabilities: one sigmoid unit is read as [1 - p, p]."""
+    outputs = np.asarray(outputs, np.float32)
+    if outputs.shape[-1] == 1:
+        return np.concatenate([1 - outputs, outputs], axis=-1)
+    return outputs
+
+
+def output_classes(units: int) -> int:
+    """The number of classes a head of `units` outputs predicts (one sigmoid unit: two)."""
+    return max(2, units)
+
+
+class Scorer(Protocol):
+    """Accumulates one model's evaluation over a split, batch by batch."""
+
+    def update(self, targets: np.ndarray, probs: np.ndarray) -> None: ...
+
+    def result(self, class_names: Sequence[str], ignore: int | None) -> dict: ...
+
+
+class Task(ABC):
+    """One task's hooks. Stateless: `get_task(name)` builds one wherever it is needed. The hooks
+    without @abstractmethod are optional (no-ops by default)."""
+
+    name: ClassVar[str]
+    main_metrics: ClassVar[tuple[str, ...]]  # the training summary's rows after val_loss
+    eval_rows: ClassVar[tuple[str, ...]]  # the evaluation table's rows, in order
+    per_class_rows: ClassVar[tuple[str, ...]]  # the evaluation table's rows for each class
+    dense: ClassVar[bool]  # per-pixel outputs: served at each input's own size
+    ignore_class: ClassVar[bool] = False  # evaluation can leave a class out (eval.ignore_class)
+
+    @abstractmethod
+    def loss_and_metrics(self, num_classes: int) -> tuple[str, list[keras.metrics.Metric]]:
+        """What model.compile gets: the loss and the metrics training logs."""
+
+    @abstractmethod
+    def epoch_callback(
+        self,
+        samples: tuple[np.ndarray, np.ndarray] | None,
+        val_ds: tf.data.Dataset,
+        class_names: Sequence[str],
+        log_dir: Path,
+    ) -> keras.callbacks.Callback | None:
+        """The callback that logs images to TensorBoard after each epoch, if any."""
+
+    @abstractmethod
+    def write_reports(
+        self,
+        run_dir: Path,
+        model: keras.Model,
+        samples: tuple[np.ndarray, np.ndarray] | None,
+        class_names: Sequence[str],
+        callback: keras.callbacks.Callback | None,
+    ) -> None:
+        """The task's pictures in a finished run dir (`callback`: epoch_callback's)."""
+
+    @abstractmethod
+    def scorer(self, num_classes: int) -> Scorer:
+        """A fresh scorer for mode=evaluate."""
+
+    def write_evaluation(self, metrics: dict, class_names: Sequence[str], out_dir: Path) -> None:  # noqa: B027
+        """Files mode=evaluate writes beside metrics.json (none by default)."""
+
+    def print_evaluation(self, metrics: dict, class_names: Sequence[str]) -> None:  # noqa: B027
+        """What mode=evaluate prints after its table (nothing by default)."""
+
+    def check_inputs(self, files: list[Path]) -> None:  # noqa: B027
+        """Refuse mode=predict inputs before any model loads (all accepted by default)."""
+
+    @abstractmethod
+    def write_predictions(
+        self,
+        predictions: Iterable[Prediction],
+        out_dir: Path,
+        cfg: RunConfig,
+        class_names: Sequence[str] | None,
+    ) -> tuple[list[Path], str]:
+        """mode=predict's outputs: the files written, and where they are (for its last line)."""
+
+    def explain_class(self, class_names: Sequence[str]) -> int | None:
+        """The class mode=explain explains by default; None: each image's predicted class."""
+        return None

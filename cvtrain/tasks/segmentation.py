@@ -1,0 +1,66 @@
+"""Semantic segmentation: a class per pixel, from masks (the chapter's Oxford-IIIT Pet trimaps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cvtrain import plots, rundir
+from cvtrain.callbacks import PredictionImages
+from cvtrain.config import RunConfig
+from cvtrain.data.index import SEGMENTATION
+from cvtrain.predict import MASKS, OVERLAYS, check_unique_names
+from cvtrain.scores import PixelScorer
+from cvtrain.tasks.base import Task
+
+
+class Segmentation(Task):
+    name = SEGMENTATION
+    main_metrics = ("pixel_accuracy", "mean_iou")
+    eval_rows = ("loss", "pixel_accuracy", "mean_iou", "mean_dice")
+    per_class_rows = ("iou", "dice")
+    dense = True
+    ignore_class = True
+
+    def loss_and_metrics(self, num_classes):
+        return "sparse_categorical_crossentropy", [
+            keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+            keras.metrics.MeanIoU(num_classes=num_classes, sparse_y_pred=False, name="mean_iou"),
+        ]
+
+    def epoch_callback(self, samples, val_ds, class_names, log_dir):
+        return None if samples is None else PredictionImages(*samples, log_dir=log_dir)
+
+    def write_reports(self, run_dir, model, samples, class_names, callback):
+        if samples is not None:
+            images, truths = samples
+            probs = model.predict(images, verbose=0)
+            plots.save_segmentation_predictions(images, truths, probs, run_dir / rundir.PREDICTIONS)
+
+    def scorer(self, num_classes):
+        return PixelScorer(num_classes)
+
+    def check_inputs(self, files):
+        check_unique_names(files)
+
+    def write_predictions(self, predictions, out_dir, cfg, class_names):
+        written = [
+            write_mask(image, probs, path.stem, out_dir, cfg) for path, image, probs in predictions
+        ]
+        return written, f"{out_dir / MASKS} (overlays in {out_dir / OVERLAYS})"
+
+    def explain_class(self, class_names):
+        """The first class not named background (pet in the Oxford layout)."""
+        return next((i for i, name in enumerate(class_names) if name != "background"), 0)
+
+
+def write_mask(
+    image: np.ndarray, probs: np.ndarray, name: str, out_dir: Path, cfg: RunConfig
+) -> Path:
+    """The mask PNG (class id + offset) and the overlay PNG for one image."""
+    ids = probs.argmax(-1).astype(np.uint8)
+    overlay = plots.overlay(image, ids, cfg.predict.overlay_alpha)
+    plots.save_png(overlay, out_dir / OVERLAYS / f"{name}.png")
+    return plots.save_png(ids + np.uint8(cfg.predict.mask_offset), out_dir / MASKS / f"{name}.png")
