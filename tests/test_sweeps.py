@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO, run_cli, tiny_segmentation
 from helpers import run_probe
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from cvtrain.cli import config_dir
 
@@ -208,6 +209,7 @@ def test_optuna_search_spaces_are_seeded_tpe_over_the_main_knobs(task):
         "model.width",
         "model.dropout",
     }
+    assert sweeper.n_trials == 20 and sweeper.params["optimizer.lr"].startswith("tag(log,")
 
 
 def test_launcher_presets_extend_the_joblib_and_slurm_plugins():
@@ -216,6 +218,9 @@ def test_launcher_presets_extend_the_joblib_and_slurm_plugins():
     slurm = compose_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher")
     assert (slurm.partition, slurm.gpus_per_node, slurm.timeout_min) == ("gpu", 1, 240)
+    assert (slurm.cpus_per_task, slurm.mem_gb) == (8, 32)
+    folder = OmegaConf.to_container(slurm, resolve=False)["submitit_folder"]
+    assert folder.startswith("${hydra.sweep.dir}/.submitit/")  # job logs: <sweep_dir>/.submitit/
 
 
 def test_task_function_pickles_by_reference_for_process_launchers():
