@@ -239,6 +239,13 @@ def test_synthetic_shapes_is_deterministic_and_balanced(tmp_path):
     index, _ = load_index(cfg.data, CLASSIFICATION)
     assert index.class_names == ("circle", "square", "triangle")
     assert np.bincount(index.targets).tolist() == [4, 4, 4]
+    cfg = shapes_config(tmp_path / "e", "data.num_classes=4", "data.num_samples=8")
+    assert load_index(cfg.data, CLASSIFICATION)[0].class_names == (
+        "circle",
+        "square",
+        "star",
+        "triangle",
+    )
     with pytest.raises(ConfigError, match="2 to 4 classes"):
         load_index(shapes_config(tmp_path / "d", "data.num_classes=5").data, CLASSIFICATION)
 
