@@ -57,7 +57,8 @@ def error_line(*overrides: str) -> str:
     [
         (
             "trainer.epoch=3",
-            "unknown key 'trainer.epoch'; did you mean trainer.epochs? (every key: `cvtrain --cfg job`)",
+            "unknown key 'trainer.epoch'; did you mean trainer.epochs? "
+            "(every key: `cvtrain --cfg job`)",
         ),
         ("+trainer.epoch=3", "unknown key 'trainer.epoch'; did you mean trainer.epochs?"),
         ("trainer.early_stoping.enabled=true", "did you mean trainer.early_stopping?"),
