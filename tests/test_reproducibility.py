@@ -29,6 +29,27 @@ def train_tiny(root, run_dir, *extra):
     return train(cfg, split, run_dir)
 
 
+def test_trainer_seed_seeds_python_numpy_and_tensorflow():
+    import random
+
+    import numpy as np
+    import tensorflow as tf
+
+    from cvtrain.train import setup_runtime
+
+    def draws():
+        return random.random(), np.random.rand(), float(tf.random.uniform(()))
+
+    setup_runtime(make_config("trainer.seed=123", "trainer.precision=float32").trainer)
+    seeded = draws()
+    random.seed(123)
+    np.random.seed(123)
+    tf.random.set_seed(123)
+    assert draws() == seeded
+    setup_runtime(make_config("trainer.seed=124", "trainer.precision=float32").trainer)
+    assert all(a != b for a, b in zip(draws(), seeded))
+
+
 @pytest.mark.slow
 def test_same_seed_and_determinism_give_identical_losses(pets_root, tmp_path, op_determinism_reset):
     flags = ("trainer.deterministic=true", "model.dropout=0.2", "data.augment.flip=true")
