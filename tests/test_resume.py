@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import make_config, run_cli, tiny_segmentation
+from conftest import make_config, run_cli, tiny_classification, tiny_segmentation
 from helpers import history_rows, start_cli, train_in_process, wait_for_rows
 
 from cvtrain import artifacts, resume
@@ -131,6 +131,14 @@ def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
     bigger = make_config(*tiny_segmentation(pets_root, "data.image_size=[48,48]"))
     with pytest.raises(ConfigError, match=r"data.image_size=\[32, 32\] \(now \[48, 48\]\)"):
         resume.check_compatible(tmp_path, bigger, 3)
+    adam = make_config(*tiny_segmentation(pets_root, "optimizer=adam"))
+    with pytest.raises(ConfigError, match=r"optimizer.name=rmsprop \(now adam\)"):
+        resume.check_compatible(tmp_path, adam, 3)
+    with pytest.raises(ConfigError, match=r"classes=3 \(now 4\)"):
+        resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), 4)
+    classifier = make_config(*tiny_classification(tmp_path / "shapes"))
+    with pytest.raises(ConfigError, match=r"task.name=segmentation \(now classification\)"):
+        resume.check_compatible(tmp_path, classifier, 3)
 
 
 def test_history_rows_after_the_saved_state_are_dropped(tmp_path):
