@@ -331,6 +331,8 @@ def test_kubernetes_recipe_has_one_pod_per_worker_each_with_its_tf_config():
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert pod["spec"]["subdomain"] == service["metadata"]["name"]
+    # A pod that fails is restarted with the same command (and resumes: same hydra.run.dir).
+    assert pod["spec"]["restartPolicy"] == "OnFailure" and spec["backoffLimit"] > 0
     (container,) = pod["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     index_from = env["INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]

@@ -81,6 +81,7 @@ def test_manifest_records_code_versions_devices_and_data(pets_root, tmp_path):
     assert manifest["python"] == platform.python_version()
     assert manifest["packages"]["tensorflow"] == tf.__version__
     assert any("CPU" in d for d in manifest["devices"]["logical"])
+    assert {"gpus", "cuda", "cudnn"} <= set(manifest["devices"])  # GPU models, CUDA/cuDNN
     dataset = manifest["dataset"]
     assert (dataset["samples"], dataset["train"], dataset["val"]) == (40, 32, 8)
 

@@ -187,6 +187,29 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(pets_root
     assert "Sweep finished: 2 of 4 jobs completed" in proc.stdout
 
 
+def test_a_failed_trial_scores_inf_with_its_traceback_and_takes_gpu_memory_as_needed(
+    tmp_path, monkeypatch
+):
+    import os
+
+    from cvtrain.sweep import run_trial
+
+    monkeypatch.setattr(os, "environ", {})  # restored after the test
+    seen = {}
+
+    def crash():
+        seen["growth"] = os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH")
+        raise RuntimeError("boom")
+
+    assert run_trial(crash, tmp_path) == math.inf
+    assert seen["growth"] == "true"  # set before the job touches the GPU
+    failure = json.loads((tmp_path / "failure.json").read_text())
+    assert failure["error"] == "RuntimeError: boom"
+    assert 'raise RuntimeError("boom")' in failure["traceback"]
+    assert run_trial(lambda: float("nan"), tmp_path) == math.inf
+    assert run_trial(lambda: 0.5, tmp_path) == 0.5
+
+
 def compose_hydra(*overrides: str):
     from cvtrain import cli  # noqa: F401  (registers the schema)
 
