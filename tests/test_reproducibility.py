@@ -50,6 +50,17 @@ def test_trainer_seed_seeds_python_numpy_and_tensorflow():
     assert all(a != b for a, b in zip(draws(), seeded))
 
 
+def test_each_training_starts_from_a_cleared_keras_session():
+    """Sweep jobs sharing a process: setup_runtime clears what the previous job left."""
+    import keras
+
+    from cvtrain.train import setup_runtime
+
+    keras.layers.Dense(1), keras.layers.Dense(1)  # a previous job's layers
+    setup_runtime(make_config("trainer.precision=float32").trainer)
+    assert keras.layers.Dense(1).name == "dense"  # names start afresh
+
+
 @pytest.mark.slow
 def test_same_seed_and_determinism_give_identical_losses(pets_root, tmp_path, op_determinism_reset):
     flags = ("trainer.deterministic=true", "model.dropout=0.2", "data.augment.flip=true")
