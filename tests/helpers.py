@@ -85,3 +85,21 @@ def run_probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def untrained_run(run_dir: Path, *overrides: str, model=None) -> Path:
+    """A run dir as evaluate/predict/explain read it, without training: the saved config and an
+    untrained `best.keras` (the config's model, or `model`)."""
+    from omegaconf import OmegaConf
+
+    from cvtrain.config import to_dict
+    from cvtrain.models import build_model
+
+    cfg = make_config(*overrides)
+    (run_dir / rundir.SAVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(to_dict(cfg)), run_dir / rundir.SAVED_CONFIG)
+    if model is None:
+        model = build_model(cfg.model, (*cfg.data.image_size, 3), 3)
+    (run_dir / rundir.CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
+    model.save(run_dir / rundir.CHECKPOINT)
+    return run_dir

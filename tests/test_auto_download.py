@@ -126,3 +126,8 @@ def test_unreachable_server_is_one_line_saying_what_to_do(tmp_path):
     assert f"put the files in {root}" in line and "data=synthetic_pets" in line
     assert "data.download=false" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_the_oxford_download_is_811_mb():
+    """The size the README and the data configs give for Oxford-IIIT Pet."""
+    assert round(sum(archive.size for archive in oxford_pets.ARCHIVES) / 1e6) == 811

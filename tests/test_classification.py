@@ -102,6 +102,25 @@ def test_xception_backbone_freezes_for_fine_tuning():
 # --- data sources ---------------------------------------------------------------------------
 
 
+def test_image_folder_reads_every_documented_extension(tmp_path):
+    root = tmp_path / "folder"
+    for i, ext in enumerate(("jpg", "jpeg", "png", "gif", "bmp")):
+        for label in ("a", "b"):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / label / f"{i}.{ext}")
+    (root / "a" / "notes.txt").write_text("not an image")
+    cfg = make_config("task=classification", "data=image_folder", f"data.root={root}")
+    index, dropped = load_index(cfg.data, CLASSIFICATION)
+    assert sorted(Path(p).name for p in index.images if "/a/" in p) == [
+        "0.jpg",
+        "1.jpeg",
+        "2.png",
+        "3.gif",
+        "4.bmp",
+    ]
+    assert len(index) == 10 and not dropped
+
+
 @pytest.mark.slow
 def test_image_folder_skips_bad_files_and_trains_on_the_rest(tmp_path):
     root = tmp_path / "pets"
@@ -239,6 +258,13 @@ def test_synthetic_shapes_is_deterministic_and_balanced(tmp_path):
     index, _ = load_index(cfg.data, CLASSIFICATION)
     assert index.class_names == ("circle", "square", "triangle")
     assert np.bincount(index.targets).tolist() == [4, 4, 4]
+    cfg = shapes_config(tmp_path / "e", "data.num_classes=4", "data.num_samples=8")
+    assert load_index(cfg.data, CLASSIFICATION)[0].class_names == (
+        "circle",
+        "square",
+        "star",
+        "triangle",
+    )
     with pytest.raises(ConfigError, match="2 to 4 classes"):
         load_index(shapes_config(tmp_path / "d", "data.num_classes=5").data, CLASSIFICATION)
 

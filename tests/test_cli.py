@@ -21,7 +21,10 @@ from cvtrain.errors import UserError
     ("override", "fragment"),
     [
         ("data.val_samples=-5", "data.val_samples=-5 must be >= 1"),
-        ("trainer.epochs=abc", "trainer.epochs"),
+        (
+            "trainer.epochs=abc",
+            "trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer",
+        ),
         ("model=nope", "unknown model 'nope'; choose one of:"),
         ("trainer.epochz=3", "unknown key 'trainer.epochz'"),
         ("data.image_size=[180,180]", "seg_convnet with 3 stages needs data.image_size divisible"),
@@ -52,7 +55,11 @@ def error_line(*overrides: str) -> str:
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
-        ("trainer.epoch=3", "unknown key 'trainer.epoch'; did you mean trainer.epochs?"),
+        (
+            "trainer.epoch=3",
+            "unknown key 'trainer.epoch'; did you mean trainer.epochs? "
+            "(every key: `cvtrain --cfg job`)",
+        ),
         ("+trainer.epoch=3", "unknown key 'trainer.epoch'; did you mean trainer.epochs?"),
         ("trainer.early_stoping.enabled=true", "did you mean trainer.early_stopping?"),
         ("model=unett", "unknown model 'unett'; did you mean unet? Choose one of: deeplabv3plus"),
@@ -120,6 +127,7 @@ def test_help_and_cfg_job():
     help_ = run_cli("--help")
     assert help_.returncode == 0
     assert "cvtrain" in help_.stdout and "model: " in help_.stdout
+    assert "Examples:" in help_.stdout  # groups, options, examples
     job = run_cli("task=segmentation", "optimizer.lr=0.0003", "--cfg", "job")
     assert job.returncode == 0
     assert "lr: 0.0003" in job.stdout and "name: seg_convnet" in job.stdout
@@ -141,6 +149,9 @@ def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
     proc = run_cli(*tiny_segmentation(pets_root), f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Training finished" in proc.stdout and "tensorboard --logdir" in proc.stdout
+    assert str(run) in proc.stdout  # the run directory is printed
+    log = (run / "cvtrain.log").read_text()  # the run's log, in the run dir
+    assert "parameters, precision float32" in log and "epoch 2/2: " in log
 
     for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
         assert (run / ".hydra" / name).is_file()

@@ -32,6 +32,63 @@ def test_demo_experiment_trains_offline():
     assert cfg.trainer.epochs >= 5
 
 
+def test_demo_classification_is_mini_xception_on_generated_shapes():
+    cfg = make_config("experiment=demo_classification")
+    assert cfg.task.name == "classification"
+    assert cfg.data.source == "synthetic_shapes" and cfg.model.name == "mini_xception"
+
+
+def test_book_presets_are_the_chapters_settings():
+    seg = make_config("experiment=book_segmentation")
+    assert (seg.data.source, seg.model.name, seg.optimizer.name) == (
+        "oxford_pets",
+        "seg_convnet",
+        "rmsprop",
+    )
+    assert seg.data.image_size == [200, 200] and seg.data.batch_size == 64
+    assert (seg.data.split_seed, seg.data.val_samples) == (1337, 1000)
+    assert (seg.model.filters, seg.model.width) == ([64, 128, 256], 1.0)  # 2,880,643 parameters
+    assert (seg.optimizer.lr, seg.trainer.epochs) == (1e-3, 50)
+
+    cls = make_config("experiment=book_classification")
+    assert (cls.data.source, cls.model.name, cls.optimizer.name) == (
+        "cats_vs_dogs",
+        "mini_xception",
+        "rmsprop",
+    )
+    assert cls.data.image_size == [180, 180] and cls.data.batch_size == 32
+    assert (cls.data.augment.flip, cls.data.augment.rotation, cls.data.augment.zoom) == (
+        True,
+        0.1,
+        0.2,
+    )
+    assert (cls.model.dropout, cls.optimizer.lr, cls.trainer.epochs) == (0.5, 1e-3, 100)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "on"),
+    [
+        (["task=classification"], True),  # cats_vs_dogs
+        (["task=classification", "data=oxford_pets_species"], True),
+        (["task=classification", "data=oxford_pets_breeds"], True),
+        (["task=classification", "data=image_folder"], True),
+        (["task=classification", "data=synthetic_shapes"], False),
+        (["task=segmentation", "data=synthetic_pets"], False),
+    ],
+)
+def test_augmentation_is_on_by_default_for_real_photos_only(overrides, on):
+    augment = make_config(*overrides).data.augment
+    expected = (True, 0.1, 0.2) if on else (False, 0.0, 0.0)
+    assert (augment.flip, augment.rotation, augment.zoom) == expected
+
+
+def test_documented_defaults():
+    cfg = make_config()
+    assert cfg.model.bn_momentum == 0.99  # Keras's default
+    assert cfg.trainer.port == 8888  # SLURM: task i listens on trainer.port + i
+    assert make_config("mode=runs").path == "outputs"
+
+
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [

@@ -54,6 +54,17 @@ def test_synthetic_pets_is_deterministic_and_uses_trimap_values():
     assert not np.array_equal(synthetic_pets.make_sample(4)[1], trimap_a)
 
 
+def test_data_root_defaults_to_the_cache_dir_and_is_generated_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVTRAIN_DATA_DIR", str(tmp_path))
+    cfg = make_config("data=synthetic_pets", "data.num_samples=8")
+    index, _ = load_index(cfg.data, "segmentation")
+    root = tmp_path / "synthetic_pets"
+    assert all(Path(p).is_relative_to(root) for p in index.images) and len(index) == 8
+    written = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    load_index(cfg.data, "segmentation")
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == written
+
+
 def test_synthetic_pets_written_in_oxford_layout(pets_root):
     assert oxford_pets.has_layout(pets_root)
     pairs = oxford_pets.image_mask_pairs(pets_root)
@@ -175,6 +186,9 @@ def test_tf_data_autotune_follows_the_config_and_the_core_count(monkeypatch):
     assert enabled() is False  # on 2 cores the autotuner's threads slow training down
     monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
     assert enabled() is True
+    assert pipeline.pipeline_options(make_config().data).deterministic is True
+    options = pipeline.pipeline_options(make_config("data.deterministic=false").data)
+    assert options.deterministic is False  # parallel reads may reorder
 
 
 def test_a_source_of_the_other_task_is_refused_before_it_generates_anything(tmp_path):

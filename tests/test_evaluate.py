@@ -15,8 +15,10 @@ from conftest import (
     tiny_segmentation,
     train_run,
 )
+from helpers import untrained_run
 
 from cvtrain import rundir
+from cvtrain.data.index import class_id
 from cvtrain.errors import ConfigError
 from cvtrain.evaluate import eval_index, evaluate, run
 from cvtrain.saved_run import load_runs
@@ -121,6 +123,36 @@ def test_run_dir_errors_are_one_line_and_say_the_fix(tmp_path):
         evaluate_runs(f"run={tmp_path}")
 
 
+def test_ensemble_members_share_the_task_and_the_first_members_data(pets_root, tmp_path):
+    seg = tiny_segmentation(pets_root)
+    a = untrained_run(tmp_path / "a", *seg)
+    b = untrained_run(tmp_path / "b", *seg, "data.val_samples=4")
+    shapes = untrained_run(tmp_path / "c", *tiny_classification(tmp_path / "shapes"))
+    with pytest.raises(ConfigError, match="an ensemble needs runs of one task"):
+        evaluate_runs(f"run=[{a},{shapes}]")
+    report = run(make_config("mode=evaluate", f"run=[{b},{a}]"), [], tmp_path / "hydra")
+    assert report["data"]["files"] == 4  # the first member's data.val_samples
+    assert (tmp_path / "hydra" / "eval" / "metrics.json").is_file()  # the invocation's own dir
+    assert not (a / "eval").exists() and not (b / "eval").exists()
+
+
+def test_checkpoints_are_loaded_with_safe_mode(pets_root, tmp_path):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda x: x / 255.0)(inputs))
+    run_dir = untrained_run(tmp_path / "run", *tiny_segmentation(pets_root), model=lambda_model)
+    (saved,) = evaluate_runs(f"run={run_dir}")[1]
+    with pytest.raises(ValueError, match="safe_mode"):  # arbitrary code in a checkpoint
+        saved.load_model()
+
+
+def test_ignore_class_is_given_by_name_or_id():
+    names = ("pet", "background", "border")
+    assert class_id("border", names, "eval.ignore_class") == 2
+    assert class_id("2", names, "eval.ignore_class") == 2
+
+
 def test_segmentation_metrics_by_hand():
     # rows true, columns predicted: pet, background, border
     matrix = np.array([[3, 1, 0], [1, 4, 1], [0, 2, 2]])
@@ -151,6 +183,17 @@ def test_cli_evaluate_with_a_data_override_leaves_no_outputs_dir(runs, tmp_path)
     assert report["data"]["files"] == 4
     assert "pixel_accuracy" in done.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_cli_ensemble_results_go_to_a_fresh_outputs_dir(pets_root, tmp_path):
+    a = untrained_run(tmp_path / "a", *tiny_segmentation(pets_root))
+    b = untrained_run(tmp_path / "b", *tiny_segmentation(pets_root, "trainer.seed=2"))
+    done = run_cli("mode=evaluate", f"run=[{a},{b}]", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (metrics,) = (tmp_path / "outputs").glob("*/*/eval/metrics.json")  # outputs/<date>/<time>/
+    assert list(rundir.read_json(metrics)["members"]) == [str(a), str(b)]
+    assert not (a / "eval").exists() and not (b / "eval").exists()
 
 
 @pytest.mark.slow

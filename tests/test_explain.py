@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_config, run_cli, tiny_classification, tiny_segmentation, train_run
-from helpers import run_probe
+from helpers import run_probe, untrained_run
 from PIL import Image
 
 from cvtrain.data import synthetic_pets, synthetic_shapes
@@ -327,3 +327,28 @@ def test_xception_classifier_run_is_explained(tmp_path):
             2 * image.shape[1],
             3,
         )
+
+
+def test_segmentation_score_is_the_mean_probability_of_the_class(pets_root, tmp_path):
+    import keras
+
+    from cvtrain import rundir
+
+    inputs = keras.Input((32, 32, 3))
+    init = keras.initializers.RandomNormal(stddev=0.05, seed=0)  # far from uniform probabilities
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", kernel_initializer=init)
+    classify = keras.layers.Conv2D(3, 1, activation="softmax", kernel_initializer=init)
+    model = keras.Model(inputs, classify(features(inputs)))
+    run_dir = untrained_run(tmp_path / "run", *tiny_segmentation(pets_root), model=model)
+    photo = Image.open(next((pets_root / "images").glob("*.jpg"))).convert("RGB").resize((32, 32))
+    (tmp_path / "in").mkdir()
+    photo.save(tmp_path / "in" / "photo.png")
+    overrides = (f"run={run_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}")
+    explain_run(make_config("mode=explain", *overrides), [], tmp_path)
+    with open(tmp_path / "out" / CSV, newline="") as f:
+        (row,) = csv.DictReader(f)
+    model = keras.saving.load_model(run_dir / rundir.CHECKPOINT)
+    probs = model.predict(np.asarray(photo, np.float32)[None], verbose=0)[0]
+    assert row["class"] == "0"  # no manifest: ids; the first class not named background
+    assert float(row["score"]) == pytest.approx(probs[..., 0].mean(), abs=2e-6)
+    assert probs[..., 0].max() - probs[..., 0].mean() > 0.01  # a max would show

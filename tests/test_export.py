@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -37,16 +38,23 @@ def export(run_dir, fmt: str, out):
 
 
 @pytest.mark.slow
-def test_saved_model_serves_raw_images_like_predict(seg_run, photo, tmp_path):
+def test_saved_model_serves_raw_images_like_predict(seg_run, photo, tmp_path, capsys):
     import tensorflow as tf
 
     result = export(seg_run, "saved_model", tmp_path)
+    printed = capsys.readouterr().out  # how to load or serve it
+    assert f"tf.saved_model.load('{result.path}')" in printed and "tensorflow/serving" in printed
     assert result.path == seg_run / "export" / "saved_model"
     assert result.max_abs_diff <= FORMATS["saved_model"].tolerance
     loaded = tf.saved_model.load(str(result.path))
     probs = loaded.signatures["serving_default"](images=tf.constant(photo[None]))["output_0"]
     assert probs.shape == (1, *photo.shape[:2], 3)  # at the photo's own size
     np.testing.assert_allclose(probs.numpy().sum(-1), 1, atol=1e-5)
+    # `serve`: float32 0..255 at the training size, the same probabilities.
+    at_size = photo[None, :32, :32]
+    served = loaded.signatures["serve"](inputs=tf.constant(at_size.astype(np.float32)))
+    raw = loaded.signatures["serving_default"](images=tf.constant(at_size))["output_0"]
+    np.testing.assert_allclose(served["output_0"], raw, atol=1e-5)
 
     # The served model and mode=predict give the same mask for the same photo.
     folder = tmp_path / "in"
@@ -65,6 +73,8 @@ def test_keras_file_loads_safely_and_takes_uint8_of_any_size(seg_run, photo, tmp
     result = export(seg_run, "keras", tmp_path)
     assert result.max_abs_diff <= FORMATS["keras"].tolerance
     loaded = keras.saving.load_model(result.path, safe_mode=True)
+    with zipfile.ZipFile(result.path) as archive:  # only Keras layers: opens without cvtrain
+        assert "cvtrain" not in archive.read("config.json").decode()
     model = load_runs(make_config("mode=evaluate", f"run={seg_run}"))[0].load_model()
     probs = loaded.predict(photo[None], verbose=0)
     assert probs.shape == (1, 32, 32, 3)  # resized to the training size
@@ -93,6 +103,7 @@ def test_tflite_runs_in_the_interpreter_within_tolerance(seg_run, photo, tmp_pat
     np.testing.assert_allclose(probs, expected, atol=FORMATS["tflite"].tolerance)
 
 
+@pytest.mark.slow  # seg_run trains
 def test_onnx_takes_raw_uint8_of_any_size_like_predict(seg_run, photo, tmp_path):
     import onnxruntime
 

@@ -56,6 +56,21 @@ def test_seg_convnet_width_and_stages_are_configurable():
     assert model.count_params() < 100_000
 
 
+def test_model_width_multiplies_every_filter_count():
+    import keras
+
+    def filters(model, width):
+        cfg = make_config(f"model={model}", f"model.width={width}").model
+        layers = build_model(cfg, (32, 32, 3), 3).layers
+        kinds = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.SeparableConv2D)
+        convs = [layer for layer in layers if isinstance(layer, kinds)]
+        return [layer.filters for layer in convs[:-1]]  # the last conv is the classifier
+
+    for model in ("seg_convnet", "unet"):
+        full, half = filters(model, 1.0), filters(model, 0.5)
+        assert len(full) >= 6 and half == [f // 2 for f in full], model
+
+
 def test_seg_convnet_refuses_sizes_it_cannot_reconstruct():
     with pytest.raises(
         ConfigError, match=r"divisible by 8, got \[180, 180\]; use data.image_size=\[176,176\]"

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -286,6 +287,17 @@ def test_each_worker_reads_only_its_own_shard_of_the_files(pets_root, tmp_path):
     read = [[number[x.numpy().tobytes()] for x, _ in shard.unbatch()] for shard in shards]
     assert set(read[0]).isdisjoint(read[1])
     assert set(read[0]) | set(read[1]) == set(range(16))
+    # A global batch of 16 is 8 images per worker and step; one that does not divide is refused.
+    sixteen = replace(cfg.data, batch_size=16)
+    shards = distributed_dataset(
+        TwoWorkerInputs(), train, sixteen, training=True, seed=0, cache_dir=tmp_path / "16"
+    )
+    assert [[len(x) for x, _ in shard] for shard in shards] == [[8], [8]]
+    with pytest.raises(ConfigError, match="data.batch_size=7 is the global batch and must divide"):
+        distributed_dataset(
+            TwoWorkerInputs(), train, replace(cfg.data, batch_size=7), training=True, seed=0,
+            cache_dir=tmp_path / "7",
+        )  # fmt: skip
 
 
 def readme_blocks(language: str) -> list[str]:
@@ -319,6 +331,8 @@ def test_kubernetes_recipe_has_one_pod_per_worker_each_with_its_tf_config():
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert pod["spec"]["subdomain"] == service["metadata"]["name"]
+    # A pod that fails is restarted with the same command (and resumes: same hydra.run.dir).
+    assert pod["spec"]["restartPolicy"] == "OnFailure" and spec["backoffLimit"] > 0
     (container,) = pod["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
     index_from = env["INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_config, tiny_classification, tiny_segmentation, train_run
+from helpers import untrained_run
 from PIL import Image
 
 from cvtrain import rundir
@@ -186,3 +187,15 @@ def test_real_sample_train_evaluate_predict(real_sample, tmp_path):
         mask = np.asarray(Image.open(tmp_path / "out" / MASKS / f"{Path(name).stem}.png"))
         assert mask.shape == (height, width)
         assert set(np.unique(mask)) <= {1, 2, 3}
+
+
+def test_predict_and_explain_write_into_the_run_by_default(pets_root, tmp_path):
+    from cvtrain.explain import run as explain_run
+
+    run_dir = untrained_run(tmp_path / "run", *tiny_segmentation(pets_root))
+    image = next((pets_root / "images").glob("*.jpg"))
+    for mode, run in (("predict", predict_run), ("explain", explain_run)):
+        run(make_config(f"mode={mode}", f"run={run_dir}", f"input={image}"), [], tmp_path / "h")
+    assert (run_dir / "predictions" / MASKS / f"{image.stem}.png").is_file()
+    assert (run_dir / "explain" / f"{image.stem}.png").is_file()
+    assert not (tmp_path / "h").exists()

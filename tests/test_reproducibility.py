@@ -29,6 +29,38 @@ def train_tiny(root, run_dir, *extra):
     return train(cfg, split, run_dir)
 
 
+def test_trainer_seed_seeds_python_numpy_and_tensorflow():
+    import random
+
+    import numpy as np
+    import tensorflow as tf
+
+    from cvtrain.train import setup_runtime
+
+    def draws():
+        return random.random(), np.random.rand(), float(tf.random.uniform(()))
+
+    setup_runtime(make_config("trainer.seed=123", "trainer.precision=float32").trainer)
+    seeded = draws()
+    random.seed(123)
+    np.random.seed(123)
+    tf.random.set_seed(123)
+    assert draws() == seeded
+    setup_runtime(make_config("trainer.seed=124", "trainer.precision=float32").trainer)
+    assert all(a != b for a, b in zip(draws(), seeded))
+
+
+def test_each_training_starts_from_a_cleared_keras_session():
+    """Sweep jobs sharing a process: setup_runtime clears what the previous job left."""
+    import keras
+
+    from cvtrain.train import setup_runtime
+
+    keras.layers.Dense(1), keras.layers.Dense(1)  # a previous job's layers
+    setup_runtime(make_config("trainer.precision=float32").trainer)
+    assert keras.layers.Dense(1).name == "dense"  # names start afresh
+
+
 @pytest.mark.slow
 def test_same_seed_and_determinism_give_identical_losses(pets_root, tmp_path, op_determinism_reset):
     flags = ("trainer.deterministic=true", "model.dropout=0.2", "data.augment.flip=true")
@@ -60,6 +92,7 @@ def test_manifest_records_code_versions_devices_and_data(pets_root, tmp_path):
     assert manifest["python"] == platform.python_version()
     assert manifest["packages"]["tensorflow"] == tf.__version__
     assert any("CPU" in d for d in manifest["devices"]["logical"])
+    assert {"gpus", "cuda", "cudnn"} <= set(manifest["devices"])  # GPU models, CUDA/cuDNN
     dataset = manifest["dataset"]
     assert (dataset["samples"], dataset["train"], dataset["val"]) == (40, 32, 8)
 

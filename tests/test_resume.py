@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import make_config, run_cli, tiny_segmentation
+from conftest import make_config, run_cli, tiny_classification, tiny_segmentation
 from helpers import (
     best_checkpoint_loss,
     history_rows,
@@ -126,6 +126,14 @@ def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
     bigger = make_config(*tiny_segmentation(pets_root, "data.image_size=[48,48]"))
     with pytest.raises(ConfigError, match=r"data.image_size=\[32, 32\] \(now \[48, 48\]\)"):
         resume.check_compatible(tmp_path, bigger, 3)
+    adam = make_config(*tiny_segmentation(pets_root, "optimizer=adam"))
+    with pytest.raises(ConfigError, match=r"optimizer.name=rmsprop \(now adam\)"):
+        resume.check_compatible(tmp_path, adam, 3)
+    with pytest.raises(ConfigError, match=r"classes=3 \(now 4\)"):
+        resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), 4)
+    classifier = make_config(*tiny_classification(tmp_path / "shapes"))
+    with pytest.raises(ConfigError, match=r"task.name=segmentation \(now classification\)"):
+        resume.check_compatible(tmp_path, classifier, 3)
 
 
 def test_only_the_settings_the_model_reads_are_locked(pets_root, tmp_path):

@@ -102,6 +102,8 @@ def test_backbone_errors_are_one_clear_line(tmp_path, monkeypatch):
         tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5"
     )
     assert str(expected) in message and "model.weights=/path/to/" in message
+    url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+    assert f"put {url}{expected.name} there" in message  # the file's URL
     assert "\n" not in message
     with pytest.raises(ConfigError, match=r"\[aspp_channels,low_level_channels\]"):
         build_model(ModelConfig(name="deeplabv3plus", filters=[8, 8, 8]), (64, 64, 3), 2)

@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO, run_cli, tiny_segmentation
 from helpers import run_probe
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from cvtrain.cli import config_dir
 
@@ -186,6 +187,29 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(pets_root
     assert "Sweep finished: 2 of 4 jobs completed" in proc.stdout
 
 
+def test_a_failed_trial_scores_inf_with_its_traceback_and_takes_gpu_memory_as_needed(
+    tmp_path, monkeypatch
+):
+    import os
+
+    from cvtrain.sweep import run_trial
+
+    monkeypatch.setattr(os, "environ", {})  # restored after the test
+    seen = {}
+
+    def crash():
+        seen["growth"] = os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH")
+        raise RuntimeError("boom")
+
+    assert run_trial(crash, tmp_path) == math.inf
+    assert seen["growth"] == "true"  # set before the job touches the GPU
+    failure = json.loads((tmp_path / "failure.json").read_text())
+    assert failure["error"] == "RuntimeError: boom"
+    assert 'raise RuntimeError("boom")' in failure["traceback"]
+    assert run_trial(lambda: float("nan"), tmp_path) == math.inf
+    assert run_trial(lambda: 0.5, tmp_path) == 0.5
+
+
 def compose_hydra(*overrides: str):
     from cvtrain import cli  # noqa: F401  (registers the schema)
 
@@ -208,6 +232,7 @@ def test_optuna_search_spaces_are_seeded_tpe_over_the_main_knobs(task):
         "model.width",
         "model.dropout",
     }
+    assert sweeper.n_trials == 20 and sweeper.params["optimizer.lr"].startswith("tag(log,")
 
 
 def test_launcher_presets_extend_the_joblib_and_slurm_plugins():
@@ -216,6 +241,9 @@ def test_launcher_presets_extend_the_joblib_and_slurm_plugins():
     slurm = compose_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher")
     assert (slurm.partition, slurm.gpus_per_node, slurm.timeout_min) == ("gpu", 1, 240)
+    assert (slurm.cpus_per_task, slurm.mem_gb) == (8, 32)
+    folder = OmegaConf.to_container(slurm, resolve=False)["submitit_folder"]
+    assert folder.startswith("${hydra.sweep.dir}/.submitit/")  # job logs: <sweep_dir>/.submitit/
 
 
 def test_task_function_pickles_by_reference_for_process_launchers():

@@ -68,7 +68,8 @@ def test_run_logs_params_metrics_artifacts_and_tags(tmp_path, pets_root):
     assert run.data.params["optimizer.lr"] == "0.002"
     assert run.data.params["model.width"] == "0.25"
     history = read_history(run_dir)
-    for name in ("loss", "val_loss"):
+    assert {"loss", "val_loss", "val_mean_iou"} <= set(history)
+    for name in [column for column in history if column != "epoch"]:  # every column
         logged = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
         assert [m.step for m in logged] == [0, 1]
         assert [m.value for m in logged] == pytest.approx(history[name], rel=1e-5)
@@ -88,6 +89,8 @@ def test_run_logs_params_metrics_artifacts_and_tags(tmp_path, pets_root):
     best = got / "checkpoints" / "best.keras"
     assert best.read_bytes() == (run_dir / "checkpoints" / "best.keras").read_bytes()
     assert keras.models.load_model(best).count_params() > 0  # a Keras model, not just bytes
+    stored = list((tmp_path / "mlartifacts").rglob("curves.png"))  # tracking.artifact_location
+    assert len(stored) == 1 and stored[0].read_bytes() == (run_dir / "curves.png").read_bytes()
 
 
 @pytest.mark.slow
@@ -134,6 +137,7 @@ def test_unreachable_server_is_a_one_line_error(tmp_path, pets_root):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("cvtrain: error:")]
     assert errors == [errors[0]] and f"tracking.uri={uri}: no MLflow server answers" in errors[0]
+    assert not (tmp_path / "run" / "history.csv").exists()  # before training started
 
 
 def test_unsupported_uri_is_a_user_error(tmp_path):

@@ -109,6 +109,14 @@ def test_wrong_label_mapping_is_an_error_that_names_the_fix(tmp_path):
     assert len(split.train) + len(split.val) == 5
 
 
+def test_verify_false_skips_the_scan(bad_root, tmp_path):
+    cfg = pets_config(bad_root, "data.verify=false")
+    split, _ = load_split(cfg.data, "segmentation", verify_in=tmp_path / "run")
+    kept = {Path(p).stem for p in split.train.images + split.val.images}
+    assert kept > set(GOOD)  # files the scan would have skipped are still there
+    assert not (tmp_path / "run" / BAD_FILES).exists()
+
+
 def test_pipeline_drops_a_file_the_scan_did_not_see(bad_root):
     from cvtrain.data.pipeline import build_dataset
 
