@@ -51,20 +51,15 @@ def epoch_clock():
     import keras
 
     class EpochClock(keras.callbacks.Callback):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+        def __init__(self):
+            super().__init__()
             self.marks: list[float] = []
-            self.ended = False
 
         def on_epoch_begin(self, epoch, logs=None):
             self.marks.append(time.perf_counter())
-            super().on_epoch_begin(epoch, logs)
 
         def on_train_end(self, logs=None):
-            if not self.ended:  # cvtrain calls the progress bar's on_train_end twice
-                self.marks.append(time.perf_counter())
-                self.ended = True
-            super().on_train_end(logs)
+            self.marks.append(time.perf_counter())
 
         @property
         def seconds(self) -> list[float]:
@@ -76,27 +71,16 @@ def epoch_clock():
 def cvtrain_epoch_seconds(cfg: RunConfig, run_dir: Path) -> tuple[list[float], int]:
     """Train through cvtrain's own train(); return (seconds per epoch, training samples).
 
-    The clock rides on the run's progress callback (the first callback, so an epoch's time
-    includes every other callback's end-of-epoch work); nothing else is changed.
+    The clock is one more callback: epoch start to the next epoch's start, so an epoch's time
+    includes every callback's end-of-epoch work; nothing else is changed.
     """
-    from cvtrain import train as train_module
     from cvtrain.data.sources import load_split
+    from cvtrain.train import train
 
-    clocks = []
-    progress = train_module.RichProgress
-
-    class TimedProgress(epoch_clock(), progress):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            clocks.append(self)
-
+    clock = epoch_clock()()
     split, _ = load_split(cfg.data, cfg.task.name)
-    train_module.RichProgress = TimedProgress
-    try:
-        train_module.train(cfg, split, run_dir)
-    finally:
-        train_module.RichProgress = progress
-    return clocks[0].seconds, len(split.train)
+    train(cfg, split, run_dir, state=None, callbacks=[clock])
+    return clock.seconds, len(split.train)
 
 
 def alternate(

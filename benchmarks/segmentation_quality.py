@@ -52,7 +52,7 @@ def run_one(overrides: list[str], run_dir: Path) -> dict:
         cfg = validate(compose(config_name="config", overrides=overrides))
     split, _ = load_split(cfg.data, cfg.task.name)
     start = time.perf_counter()
-    result = train(cfg, split, run_dir)
+    result = train(cfg, split, run_dir, state=None)
     seconds = time.perf_counter() - start
     final = {k: v[-1] for k, v in result.history.items()}
     epoch_s = epoch_seconds(run_dir / rundir.TENSORBOARD / "train")

@@ -19,16 +19,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from cvtrain.cluster import cluster_size
-from cvtrain.config import RunConfig
-from cvtrain.data.index import Split
 from cvtrain.distribute import distributed_dataset
 from cvtrain.interrupt import SIGNALS, Interrupted, SignalTrap
+
+if TYPE_CHECKING:
+    from cvtrain.train import Inputs
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +71,26 @@ def _batches(dataset, steps: int | None, iterator: Iterator | None) -> Iterator:
 
 def fit(
     model: keras.Model,
-    strategy: tf.distribute.Strategy,
-    split: Split,
-    cfg: RunConfig,
+    inputs: Inputs,
     *,
-    cache_dir: Path,
     epochs: int,
     initial_epoch: int,
     callbacks: list[keras.callbacks.Callback],
     trap: SignalTrap,
-) -> dict[str, list[float]]:
-    """Train like model.fit(train, validation_data=val); return this call's per-epoch history.
+    strategy: tf.distribute.Strategy,
+) -> None:
+    """Train like model.fit(train, validation_data=val), from the same inputs.
 
     Each worker reads only its own shard of the files (see distribute.distributed_dataset).
     A signal in `trap` on any worker raises `Interrupted` on all, after the same step.
     """
+    cfg = inputs.cfg
     steps = cfg.trainer.steps_per_epoch
-    data = dict(seed=cfg.trainer.seed, cache_dir=cache_dir)
+    data = dict(seed=cfg.trainer.seed, cache_dir=inputs.cache_dir)
     train_data = distributed_dataset(
-        strategy, split.train, cfg.data, training=True, repeat=bool(steps), **data
+        strategy, inputs.split.train, cfg.data, training=True, repeat=bool(steps), **data
     )
-    val_data = distributed_dataset(strategy, split.val, cfg.data, training=False, **data)
+    val_data = distributed_dataset(strategy, inputs.split.val, cfg.data, training=False, **data)
 
     with strategy.scope():  # variables created inside a replica's step would not be mirrored
         model.optimizer.build(model.trainable_variables)
@@ -109,9 +109,8 @@ def fit(
         strategy.run(model.test_step, args=(batch,))
         return signals_on_any_worker(signals)
 
-    history = keras.callbacks.History()
     hooks = keras.callbacks.CallbackList(
-        [*callbacks, history], model=model, epochs=epochs, steps=steps, verbose=0
+        callbacks, model=model, epochs=epochs, steps=steps, verbose=0
     )
     iterator = iter(train_data) if steps else None
     model.stop_training = False
@@ -137,4 +136,3 @@ def fit(
     hooks.on_train_end(logs)
     if cluster_size() > 1:
         log.info("final weights sha256 %s (the same on every worker)", weights_digest(model))
-    return history.history

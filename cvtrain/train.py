@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import keras
@@ -23,7 +24,7 @@ import tensorflow as tf
 from cvtrain import custom_loop, manifest, plots, resume, rundir, tracking
 from cvtrain.callbacks import BestCheckpoint, RichProgress
 from cvtrain.config import RunConfig, TrainerConfig
-from cvtrain.data.index import Split
+from cvtrain.data.index import FileIndex, Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
 from cvtrain.distribute import check_same_epoch, is_chief, make_strategy
 from cvtrain.errors import UserError
@@ -79,18 +80,62 @@ def sample_batch(ds: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarra
     return np.stack(images), np.stack(targets)
 
 
-def train(cfg: RunConfig, split: Split, run_dir: Path) -> TrainResult:
+@dataclass
+class Inputs:
+    """What both training loops read: the split and how to batch it (each loop builds its
+    datasets from these: plain for Keras fit, per-worker shards for the custom loop)."""
+
+    split: Split
+    cfg: RunConfig
+    cache_dir: Path
+    steps: int  # batches per epoch: the progress bar's and the learning-rate schedule's
+
+    @cached_property
+    def train(self) -> tf.data.Dataset:
+        ds = self._dataset(self.split.train, training=True)
+        return ds.repeat() if self.fit_steps else ds
+
+    @cached_property
+    def val(self) -> tf.data.Dataset:
+        """One pipeline (one cache) for validation, the epoch pictures and the samples."""
+        return self._dataset(self.split.val, training=False)
+
+    def _dataset(self, index: FileIndex, training: bool) -> tf.data.Dataset:
+        data, seed = self.cfg.data, self.cfg.trainer.seed
+        return build_dataset(index, data, training=training, seed=seed, cache_dir=self.cache_dir)
+
+    @property
+    def fit_steps(self) -> int | None:
+        """Steps Keras fit is told per epoch. Running one step per call over a dataset of
+        unknown size (ignore_errors hides it), Keras 3.15 counts an optimizer step more than
+        it ran each epoch, ending a schedule early: give it the steps of a repeated dataset.
+        (More steps per call stop cleanly at the end.)"""
+        if self.cfg.trainer.steps_per_execution == 1:
+            return self.steps
+        return self.cfg.trainer.steps_per_epoch
+
+
+def train(
+    cfg: RunConfig,
+    split: Split,
+    run_dir: Path,
+    state: resume.ResumeState | None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainResult:
+    """Train into `run_dir`, continuing from `state` (resume.check_compatible's, read before
+    TensorFlow loaded; None starts afresh). `callbacks` run beside cvtrain's own."""
     strategy = make_strategy(cfg.trainer)  # first: multi-worker collectives set up before any op
     if is_chief(strategy):
         with tracking.track(cfg, run_dir) as tracking_callbacks:  # MLflow: the chief only
-            return _train(cfg, split, run_dir, strategy, run_dir, tracking_callbacks)
+            extra = [*callbacks, *tracking_callbacks]
+            return _train(cfg, split, run_dir, strategy, state, run_dir, extra)
     # Other workers run the very same steps (collectives must match) and resume from the
     # chief's state in the shared run dir, but write only into a scratch folder.
     log.info("not the chief worker: the chief writes the run directory and checkpoints")
     with tempfile.TemporaryDirectory(prefix="cvtrain-worker-") as scratch:
         if (run_dir / rundir.HISTORY).is_file():  # the epochs before a resume, for the summary
             shutil.copyfile(run_dir / rundir.HISTORY, Path(scratch) / rundir.HISTORY)
-        result = _train(cfg, split, Path(scratch), strategy, state_dir=run_dir)
+        result = _train(cfg, split, Path(scratch), strategy, state, run_dir, callbacks)
         return replace(result, run_dir=run_dir)
 
 
@@ -99,40 +144,15 @@ def _train(
     split: Split,
     run_dir: Path,
     strategy: tf.distribute.Strategy,
+    state: resume.ResumeState | None,
     state_dir: Path,
-    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    extra_callbacks: Sequence[keras.callbacks.Callback],
 ) -> TrainResult:
-    """Train, writing into `run_dir`, resuming from the state saved in `state_dir`."""
+    """The steps of a training, writing into `run_dir`, resuming from `state_dir`."""
     precision = setup_runtime(cfg.trainer)
-    task, data = get_task(cfg.task.name), cfg.data
-    num_classes = split.train.num_classes
-    seed = cfg.trainer.seed
-    train_ds = build_dataset(
-        split.train, data, training=True, seed=seed, cache_dir=run_dir / rundir.CACHE
-    )
-    val_ds = build_dataset(
-        split.val, data, training=False, seed=seed, cache_dir=run_dir / rundir.CACHE
-    )
-    steps = cfg.trainer.steps_per_epoch or steps_per_epoch(len(split.train), data.batch_size)
-    # Running one step per call over a dataset of unknown size (ignore_errors hides it), Keras
-    # 3.15 counts an optimizer step more than it ran each epoch, ending a schedule early: give
-    # it the steps of a repeated dataset. (More steps per call stop cleanly at the end.)
-    fit_steps = cfg.trainer.steps_per_epoch
-    if cfg.trainer.steps_per_execution == 1:
-        fit_steps = steps
-    if fit_steps:
-        train_ds = train_ds.repeat()
-
-    with strategy.scope():  # variables mirrored on every replica; data.batch_size is global
-        model = build_model(cfg.model, (*data.image_size, 3), num_classes)
-        loss, metrics = task.loss_and_metrics(num_classes)
-        model.compile(
-            optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
-            loss=loss,
-            metrics=metrics,
-            jit_compile=cfg.trainer.jit_compile,  # Keras takes True, False or "auto"
-            steps_per_execution=cfg.trainer.steps_per_execution,
-        )
+    task = get_task(cfg.task.name)
+    inputs = build_inputs(cfg, split, run_dir)
+    model = build_and_compile(cfg, task, split, inputs.steps, strategy)
     log.info(
         "model %s: %s parameters, precision %s, %d replicas, %d train / %d val samples",
         model.name,
@@ -143,9 +163,44 @@ def _train(
         len(split.val),
     )
     manifest.write(run_dir / rundir.MANIFEST, cfg, split, precision, model.count_params())
+    checkpoint = continue_from(state, state_dir, run_dir, model, cfg, strategy)
+    callbacks = build_callbacks(cfg, task, inputs, run_dir, checkpoint, state, extra_callbacks)
+    fit(cfg, model, strategy, inputs, callbacks, state, precision, state_dir)
+    return finish(run_dir, model, task, split, checkpoint, callbacks)
 
-    # Same run dir = continue: weights, optimizer, epoch, best val_loss, early-stopping state.
-    state = resume.check_compatible(state_dir, cfg, num_classes)
+
+def build_inputs(cfg: RunConfig, split: Split, run_dir: Path) -> Inputs:
+    steps = cfg.trainer.steps_per_epoch or steps_per_epoch(len(split.train), cfg.data.batch_size)
+    return Inputs(split, cfg, run_dir / rundir.CACHE, steps)
+
+
+def build_and_compile(
+    cfg: RunConfig, task: Task, split: Split, steps: int, strategy: tf.distribute.Strategy
+) -> keras.Model:
+    num_classes = split.train.num_classes
+    with strategy.scope():  # variables mirrored on every replica; data.batch_size is global
+        model = build_model(cfg.model, (*cfg.data.image_size, 3), num_classes)
+        loss, metrics = task.loss_and_metrics(num_classes)
+        model.compile(
+            optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
+            loss=loss,
+            metrics=metrics,
+            jit_compile=cfg.trainer.jit_compile,  # Keras takes True, False or "auto"
+            steps_per_execution=cfg.trainer.steps_per_execution,
+        )
+    return model
+
+
+def continue_from(
+    state: resume.ResumeState | None,
+    state_dir: Path,
+    run_dir: Path,
+    model: keras.Model,
+    cfg: RunConfig,
+    strategy: tf.distribute.Strategy,
+) -> BestCheckpoint:
+    """Weights, optimizer, best val_loss of a resumed run (history trimmed to its state); the
+    checkpoint callback that only a better epoch overwrites."""
     check_same_epoch(strategy, state.epoch if state else 0)  # before restore's collectives
     resume.trim_history(run_dir / rundir.HISTORY, state.epoch if state else 0)
     checkpoint = BestCheckpoint(run_dir / rundir.CHECKPOINT)
@@ -154,75 +209,128 @@ def _train(
         with strategy.scope():  # the optimizer's variables are built here, mirrored too
             restore(model, state_dir, state, checkpoint, constant_lr)
         log.info("resuming after epoch %d (best val_loss %.4f)", state.epoch, state.best)
-    progress = RichProgress(cfg.trainer.epochs, steps)
-    callbacks: list[keras.callbacks.Callback] = [
-        progress,
-        keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / rundir.TENSORBOARD), write_graph=False),
-        HParams(run_dir / rundir.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
-        *extra_callbacks,
-    ]
+    return checkpoint
+
+
+@dataclass
+class Callbacks:
+    """The run's callbacks in the order they run, and the ones `finish` reads back."""
+
+    ordered: list[keras.callbacks.Callback]
+    progress: RichProgress
+    images: keras.callbacks.Callback | None  # the task's per-epoch pictures
+    samples: tuple[np.ndarray, np.ndarray] | None  # the validation images they show
+
+
+def build_callbacks(
+    cfg: RunConfig,
+    task: Task,
+    inputs: Inputs,
+    run_dir: Path,
+    checkpoint: BestCheckpoint,
+    state: resume.ResumeState | None,
+    extra: Sequence[keras.callbacks.Callback],
+) -> Callbacks:
+    """Loggers first (they see each epoch as it ended), then the callbacks that may stop the
+    run, then the state save: a NaN epoch is never saved, and an epoch that ended is saved
+    before a signal stops the run (the loops add that stop last)."""
     samples = None  # a few fixed validation images for predictions.png (and TensorBoard)
     if cfg.trainer.prediction_images:
-        samples = sample_batch(val_ds, cfg.trainer.prediction_images)
-    val_log_dir = run_dir / rundir.TENSORBOARD_VALIDATION
-    images_callback = task.epoch_callback(samples, val_ds, split.train.class_names, val_log_dir)
-    if images_callback is not None:
-        callbacks.append(images_callback)
+        samples = sample_batch(inputs.val, cfg.trainer.prediction_images)
+    class_names = inputs.split.train.class_names
+    pictures = run_dir / rundir.TENSORBOARD_VALIDATION
+    images = task.epoch_callback(samples, inputs.val, class_names, pictures)
     early_stopping = None
     if cfg.trainer.early_stopping.enabled:
         es = cfg.trainer.early_stopping
         early_stopping = ResumableEarlyStopping(
             state.early_stopping if state else None, patience=es.patience, min_delta=es.min_delta
         )
-        callbacks.append(early_stopping)
-    fixed = resume.fixed_settings(cfg, num_classes)
-    callbacks += [
-        StopOnNaN(checkpoint, cfg.optimizer.lr, resume.resume_command(run_dir)),
-        SaveResumeState(run_dir, checkpoint, early_stopping, fixed, state),  # best.keras too
+    progress = RichProgress(cfg.trainer.epochs, inputs.steps)
+    fixed = resume.fixed_settings(cfg, inputs.split.train.num_classes)
+    loggers = [
+        progress,
+        keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / rundir.TENSORBOARD), write_graph=False),
+        HParams(run_dir / rundir.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
+        *extra,
+        images,
     ]
+    stoppers = [
+        early_stopping,
+        StopOnNaN(checkpoint, cfg.optimizer.lr, resume.resume_command(run_dir)),
+    ]
+    savers = [SaveResumeState(run_dir, checkpoint, early_stopping, fixed, state)]  # best.keras too
+    ordered = [c for c in (*loggers, *stoppers, *savers) if c is not None]
+    return Callbacks(ordered, progress, images, samples)
 
+
+def keras_fit(model, inputs: Inputs, *, epochs, initial_epoch, callbacks, trap, strategy) -> None:
+    model.fit(
+        inputs.train,
+        validation_data=inputs.val,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=inputs.fit_steps,
+        callbacks=[*callbacks, StopOnSignal(trap)],
+        shuffle=False,  # the pipeline shuffles
+        verbose=0,
+    )
+
+
+# trainer.loop -> the loop; the same inputs and callbacks for both
+LOOPS = {"fit": keras_fit, "custom": custom_loop.fit}
+
+
+def fit(
+    cfg: RunConfig,
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    inputs: Inputs,
+    callbacks: Callbacks,
+    state: resume.ResumeState | None,
+    precision: str,
+    state_dir: Path,
+) -> None:
+    """Run the chosen loop with signals trapped; turn the errors a user can act on into one
+    line each."""
     initial_epoch = state.epoch if state else 0
     epochs = initial_epoch if state and state.stopped_early else cfg.trainer.epochs
     if initial_epoch >= epochs:
-        log.info("nothing to train: %s has %d epochs done", run_dir, initial_epoch)
+        log.info("nothing to train: %d epochs done", initial_epoch)
     with trap_signals() as trap, warnings.catch_warnings():
         # ignore_errors() (which drops unreadable files) hides the dataset size from Keras,
         # which then warns after every first epoch; expected, and it says nothing useful.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         try:
-            if cfg.trainer.loop == "custom":  # runs under any strategy, multi-worker too
-                custom_loop.fit(
-                    model,
-                    strategy,
-                    split,
-                    cfg,
-                    cache_dir=run_dir / rundir.CACHE,
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    callbacks=callbacks,
-                    trap=trap,  # workers agree on stopping: see custom_loop
-                )
-            else:
-                model.fit(
-                    train_ds,
-                    validation_data=val_ds,
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    steps_per_epoch=fit_steps,
-                    callbacks=[*callbacks, StopOnSignal(trap)],
-                    shuffle=False,  # the pipeline shuffles
-                    verbose=0,
-                )
+            LOOPS[cfg.trainer.loop](
+                model,
+                inputs,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks.ordered,
+                trap=trap,
+                strategy=strategy,
+            )
         except tf.errors.ResourceExhaustedError:
             raise UserError(out_of_memory_message(cfg, precision)) from None
         except tf.errors.UnavailableError:  # a peer's heartbeats stopped (killed, lost)
             raise UserError(lost_worker_message(state_dir)) from None
         finally:
-            progress.on_train_end()  # a run stopped by an exception leaves no live bar behind
+            callbacks.progress.on_train_end()  # a run stopped by an error leaves no live bar
+
+
+def finish(
+    run_dir: Path,
+    model: keras.Model,
+    task: Task,
+    split: Split,
+    checkpoint: BestCheckpoint,
+    callbacks: Callbacks,
+) -> TrainResult:
     history = read_history(run_dir / rundir.HISTORY)  # every epoch, not just this process's
     result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir)
-    write_reports(result, model, samples, task, split.train.class_names, images_callback)
+    write_reports(result, model, callbacks.samples, task, split.train.class_names, callbacks.images)
     return result
 
 

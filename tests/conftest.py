@@ -142,7 +142,7 @@ def train_run(run_dir: Path, *overrides: str) -> Path:
     OmegaConf.save(raw, run_dir / SAVED_CONFIG)
     cfg = validate(raw)
     split, _ = load_split(cfg.data, cfg.task.name)
-    train(cfg, split, run_dir)
+    train(cfg, split, run_dir, state=None)  # a new run
     return run_dir
 
 

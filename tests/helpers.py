@@ -35,11 +35,13 @@ def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
 
 def train_in_process(root: Path, run_dir: Path, *extra: str):
     from cvtrain.data.sources import load_split
+    from cvtrain.resume import check_compatible
     from cvtrain.train import train
 
     cfg = make_config(*tiny_segmentation(root, *extra))
     split, _ = load_split(cfg.data, cfg.task.name)
-    return train(cfg, split, run_dir), cfg, split
+    state = check_compatible(run_dir, cfg, split.train.num_classes)  # as mode=train does
+    return train(cfg, split, run_dir, state), cfg, split
 
 
 def start_cli(

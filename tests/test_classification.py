@@ -163,7 +163,7 @@ def test_image_folder_skips_bad_files_and_trains_on_the_rest(tmp_path):
     from cvtrain.train import train
 
     split, _ = load_split(cfg.data, CLASSIFICATION)
-    result = train(cfg, split, tmp_path / "run")
+    result = train(cfg, split, tmp_path / "run", state=None)
     assert np.isfinite(result.history["loss"]).all()
     assert (tmp_path / "run" / "confusion_matrix.png").is_file()
     assert_picture(tmp_path / "run" / "confusion_matrix.png", (390, 240))  # 2 classes
@@ -291,7 +291,7 @@ def test_oxford_species_and_breeds_on_the_real_sample(real_sample, tmp_path):
     from cvtrain.train import train
 
     split, _ = load_split(cfg.data, CLASSIFICATION)
-    result = train(cfg, split, tmp_path / "run")
+    result = train(cfg, split, tmp_path / "run", state=None)
     assert len(result.history["val_accuracy"]) == 1 and np.isfinite(result.history["val_loss"][0])
     # The logged numbers are the saved model's: it scores the validation split the same way.
     import keras

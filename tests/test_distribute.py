@@ -46,7 +46,7 @@ for name, extra in variants.items():
     cfg = make_config(*overrides, *extra)
     split, _ = load_split(cfg.data, cfg.task.name)
     replicas = make_strategy(cfg.trainer).num_replicas_in_sync
-    history = train(cfg, split, out / name).history
+    history = train(cfg, split, out / name, state=None).history
     results[name] = {"replicas": replicas, **history}
 (out / "results.json").write_text(json.dumps(results))
 """

@@ -42,7 +42,7 @@ def test_one_epoch_at_64px_completes(real_sample, tmp_path):
     )  # fmt: skip
     split, _ = load_split(cfg.data, "segmentation")
     assert (len(split.train), len(split.val)) == (400, 51)
-    result = train(cfg, split, tmp_path)
+    result = train(cfg, split, tmp_path, state=None)
     assert result.best_epoch == 1 and np.isfinite(result.best_val_loss)
     assert (tmp_path / "checkpoints" / "best.keras").is_file()
 

@@ -26,7 +26,7 @@ def train_tiny(root, run_dir, *extra):
 
     cfg = make_config(*tiny_segmentation(root, "trainer.prediction_images=0", *extra))
     split, _ = load_split(cfg.data, cfg.task.name)
-    return train(cfg, split, run_dir)
+    return train(cfg, split, run_dir, state=None)
 
 
 def test_trainer_seed_seeds_python_numpy_and_tensorflow():
@@ -137,7 +137,7 @@ def test_debug_overfit_drives_the_training_loss_down(pets_root, tmp_path):
     )
     split, _ = load_split(cfg.data, cfg.task.name)
     assert len(split.train) == 32  # the same four batches, every epoch
-    losses = train(cfg, split, tmp_path).history["loss"]
+    losses = train(cfg, split, tmp_path, state=None).history["loss"]
     assert losses[-1] < 0.8 * losses[0]
 
 

@@ -141,7 +141,7 @@ def _train_in_process(root, tmp_path, *extra):
 
     cfg = make_config(*tiny_segmentation(root, *extra))
     split, _ = load_split(cfg.data, cfg.task.name)
-    return cfg, train(cfg, split, tmp_path)
+    return cfg, train(cfg, split, tmp_path, state=None)
 
 
 @pytest.mark.slow

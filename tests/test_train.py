@@ -18,7 +18,7 @@ def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(pets_root, t
 
     cfg = make_config(*tiny_segmentation(pets_root, "trainer.epochs=4", "optimizer=adam"))
     split, _ = load_split(cfg.data, cfg.task.name)
-    result = train(cfg, split, tmp_path)
+    result = train(cfg, split, tmp_path, state=None)
 
     losses = result.history["loss"]
     assert losses[-1] < losses[0]

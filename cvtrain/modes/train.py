@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
     # Data errors (and bad files, data.verify) surface before TF loads.
     split, dropped = load_split(cfg.data, cfg.task.name, verify_in=run_dir)
-    check_compatible(run_dir, cfg, split.train.num_classes)  # a resume that cannot work, too
+    # The one resume check: a resume that cannot work is refused before TF loads, too.
+    state = check_compatible(run_dir, cfg, split.train.num_classes)
     if dropped:
         log.warning(
             "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
@@ -24,6 +25,6 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
     from cvtrain.summary import print_train_summary
     from cvtrain.train import train
 
-    result = train(cfg, split, run_dir)
+    result = train(cfg, split, run_dir, state)
     print_train_summary(result, cfg.task.name)
     return result.best_val_loss
