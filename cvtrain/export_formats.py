@@ -22,7 +22,7 @@ class ExportFormat:
 FORMATS: dict[str, ExportFormat] = {
     "saved_model": ExportFormat(
         "saved_model",
-        "cvtrain.export:export_saved_model",
+        "cvtrain.modes.export:export_saved_model",
         1e-5,
         "load it:  m = tf.saved_model.load('{path}')\n"
         "          probs = m.signatures['serving_default'](images=uint8_batch)['output_0']\n"
@@ -32,14 +32,14 @@ FORMATS: dict[str, ExportFormat] = {
     ),
     "keras": ExportFormat(
         "model.keras",
-        "cvtrain.export:export_keras",
+        "cvtrain.modes.export:export_keras",
         1e-5,
         "load it:  m = keras.saving.load_model('{path}')\n"
         "          probs = m.predict(uint8_batch)  # any H x W; output at the training size",
     ),
     "tflite": ExportFormat(  # TFLite kernels round differently
         "model.tflite",
-        "cvtrain.export:export_tflite",
+        "cvtrain.modes.export:export_tflite",
         1e-4,
         "load it:  it = tf.lite.Interpreter(model_path='{path}')  (or ai_edge_litert)\n"
         "          probs = it.get_signature_runner('serving_default')(images=uint8_batch)"
@@ -47,7 +47,7 @@ FORMATS: dict[str, ExportFormat] = {
     ),
     "onnx": ExportFormat(
         "model.onnx",
-        "cvtrain.export:export_onnx",
+        "cvtrain.modes.export:export_onnx",
         1e-4,
         "load it:  s = onnxruntime.InferenceSession('{path}')\n"
         "          probs = s.run(None, {{'images': uint8_batch}})[0]  # any H x W",

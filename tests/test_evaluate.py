@@ -20,7 +20,7 @@ from helpers import untrained_run
 from cvtrain import rundir
 from cvtrain.data.index import class_id
 from cvtrain.errors import ConfigError
-from cvtrain.evaluate import eval_index, evaluate, run
+from cvtrain.modes.evaluate import eval_index, evaluate, run
 from cvtrain.saved_run import load_runs
 from cvtrain.scores import (
     classification_metrics,

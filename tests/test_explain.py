@@ -14,8 +14,8 @@ from PIL import Image
 
 from cvtrain.data import synthetic_pets, synthetic_shapes
 from cvtrain.errors import ConfigError
-from cvtrain.explain import CSV, HEATMAPS
-from cvtrain.explain import run as explain_run
+from cvtrain.modes.explain import CSV, HEATMAPS
+from cvtrain.modes.explain import run as explain_run
 
 # image_folder sorts the class folders: blue = 0, red = 1 (the sigmoid unit's class)
 DISC_COLOURS = {"blue": (40, 60, 210), "red": (210, 40, 40)}

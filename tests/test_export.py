@@ -11,10 +11,10 @@ from conftest import make_config, tiny_segmentation, train_run
 from PIL import Image
 
 from cvtrain.errors import ConfigError
-from cvtrain.export import run as export_run
 from cvtrain.export_formats import FORMATS
-from cvtrain.predict import MASKS
-from cvtrain.predict import run as predict_run
+from cvtrain.modes.export import run as export_run
+from cvtrain.modes.predict import MASKS
+from cvtrain.modes.predict import run as predict_run
 from cvtrain.saved_run import load_runs
 
 

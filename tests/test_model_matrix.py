@@ -11,11 +11,11 @@ from conftest import make_config, tiny_classification, tiny_segmentation, train_
 from PIL import Image
 
 from cvtrain import rundir
-from cvtrain.evaluate import run as evaluate_run
-from cvtrain.export import run as export_run
 from cvtrain.export_formats import FORMATS
-from cvtrain.predict import CSV, MASKS
-from cvtrain.predict import run as predict_run
+from cvtrain.modes.evaluate import run as evaluate_run
+from cvtrain.modes.export import run as export_run
+from cvtrain.modes.predict import CSV, MASKS
+from cvtrain.modes.predict import run as predict_run
 from cvtrain.saved_run import load_runs
 
 pytestmark = pytest.mark.slow

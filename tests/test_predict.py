@@ -15,9 +15,9 @@ from PIL import Image
 
 from cvtrain import rundir
 from cvtrain.errors import DataError
-from cvtrain.evaluate import run as evaluate_run
-from cvtrain.predict import MASKS, OVERLAYS, expand_inputs
-from cvtrain.predict import run as predict_run
+from cvtrain.modes.evaluate import run as evaluate_run
+from cvtrain.modes.predict import MASKS, OVERLAYS, expand_inputs
+from cvtrain.modes.predict import run as predict_run
 from cvtrain.saved_run import load_runs
 
 
@@ -190,7 +190,7 @@ def test_real_sample_train_evaluate_predict(real_sample, tmp_path):
 
 
 def test_predict_and_explain_write_into_the_run_by_default(pets_root, tmp_path):
-    from cvtrain.explain import run as explain_run
+    from cvtrain.modes.explain import run as explain_run
 
     run_dir = untrained_run(tmp_path / "run", *tiny_segmentation(pets_root))
     image = next((pets_root / "images").glob("*.jpg"))

@@ -138,7 +138,7 @@ def test_nan_loss_exits_2_with_one_line_naming_the_epoch(pets_root, tmp_path):
 
 @pytest.mark.slow
 def test_eval_split_all_scores_every_sample(pets_root, tmp_path):
-    from cvtrain.evaluate import run
+    from cvtrain.modes.evaluate import run
 
     run_dir = train_run(
         tmp_path / "run",

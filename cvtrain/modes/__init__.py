@@ -28,10 +28,10 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "train": Mode("cvtrain.modes.train:run", keeps_run_dir=True),
-    "evaluate": Mode("cvtrain.evaluate:run", reads_run=True),
-    "predict": Mode("cvtrain.predict:run", reads_run=True, reads_input=True),
-    "export": Mode("cvtrain.export:run", reads_run=True, one_run=True),
-    "explain": Mode("cvtrain.explain:run", reads_run=True, one_run=True, reads_input=True),
+    "evaluate": Mode("cvtrain.modes.evaluate:run", reads_run=True),
+    "predict": Mode("cvtrain.modes.predict:run", reads_run=True, reads_input=True),
+    "export": Mode("cvtrain.modes.export:run", reads_run=True, one_run=True),
+    "explain": Mode("cvtrain.modes.explain:run", reads_run=True, one_run=True, reads_input=True),
     "runs": Mode("cvtrain.modes.runs:run"),
     "verify_data": Mode("cvtrain.modes.verify_data:run"),
 }

@@ -11,7 +11,7 @@ from cvtrain import plots, rundir
 from cvtrain.callbacks import ConfusionMatrixImages
 from cvtrain.console import console
 from cvtrain.data.index import CLASSIFICATION
-from cvtrain.predict import CSV, write_csv
+from cvtrain.modes.predict import CSV, write_csv
 from cvtrain.scores import LabelScorer
 from cvtrain.tasks.base import Task, class_probabilities, classifier_units
 

@@ -11,7 +11,7 @@ from cvtrain import plots, rundir
 from cvtrain.callbacks import PredictionImages
 from cvtrain.config import RunConfig
 from cvtrain.data.index import SEGMENTATION
-from cvtrain.predict import MASKS, OVERLAYS, check_unique_names
+from cvtrain.modes.predict import MASKS, OVERLAYS, check_unique_names
 from cvtrain.scores import PixelScorer
 from cvtrain.tasks.base import Task
 

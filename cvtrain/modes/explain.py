@@ -20,7 +20,7 @@ from cvtrain import plots, rundir
 from cvtrain.config import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import class_id
-from cvtrain.predict import (
+from cvtrain.modes.predict import (
     check_unique_names,
     expand_inputs,
     log_skipped,
