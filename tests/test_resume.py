@@ -180,3 +180,36 @@ def test_resume_short_form_reuses_saved_overrides(tmp_path):
     with pytest.raises(ConfigError, match="not a cvtrain run dir"):
         resume.expand_resume_arg([f"resume={tmp_path}"])
     assert resume.expand_resume_arg(["trainer.epochs=5"]) == ["trainer.epochs=5"]
+
+
+@pytest.mark.slow
+def test_resume_restores_the_optimizer_state_with_the_weights(pets_root, tmp_path):
+    """backup/ holds the optimizer too: a resumed Adam continues its step count and moments
+    (a fresh optimizer would restart both at zero)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from cvtrain import train as training
+    from cvtrain.resume import check_compatible
+    from cvtrain.tasks import get_task
+
+    run = tmp_path / "run"
+    extra = ("optimizer=adam", "trainer.epochs=2", "trainer.prediction_images=0")
+    _, cfg, split = train_in_process(pets_root, run, *extra)
+    state = check_compatible(run, cfg, split.train.num_classes)
+    training.setup_runtime(cfg.trainer)
+    inputs = training.build_inputs(cfg, split, run)
+    strategy = tf.distribute.get_strategy()
+    model = training.build_and_compile(cfg, get_task(cfg.task.name), split, inputs.steps, strategy)
+    assert int(model.optimizer.iterations) == 0
+    training.continue_from(state, run, run, model, cfg, strategy)
+    assert int(model.optimizer.iterations) == 2 * inputs.steps
+    moments = [v for v in model.optimizer.variables if v.path.endswith(("momentum", "velocity"))]
+    assert len(moments) == 2 * len(model.trainable_variables)
+    assert all(np.any(keras_value(v) != 0) for v in moments)
+
+
+def keras_value(variable):
+    import keras
+
+    return keras.ops.convert_to_numpy(variable)
