@@ -1,7 +1,7 @@
 """Every `mode=` in one table: where it lives and what it needs from the command line.
 
-Each mode is `run(cfg, overrides, run_dir) -> float | None` (the objective a sweeper minimises,
-or None), imported only when chosen. Config validation reads the flags below, so a missing
+Each mode is `run(cfg, overrides, run_dir)`, imported only when chosen; the CLI hands a float
+result (train's best val_loss) to Hydra as the objective sweepers minimise. Config validation reads the flags below, so a missing
 `run=` or `input=` is reported before anything is imported; the CLI reads the rest.
 """
 
