@@ -181,3 +181,19 @@ def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
         assert "epoch_loss" in tags[split]
     assert "epoch_learning_rate" in tags["train"]
     assert "predictions" in tags["validation"]
+
+
+def test_help_lists_every_config_group_and_the_config_the_overrides_compose():
+    from pathlib import Path
+
+    from cvtrain import help
+    from cvtrain.paths import config_dir
+
+    text = help.render(["task=classification", "--help"])
+    groups = [p for p in Path(config_dir()).iterdir() if p.is_dir() and p.name != "hydra"]
+    assert groups
+    for group in groups:  # a new config folder is listed without any code change
+        options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
+        assert f"\n{group.name}: {options}\n" in text
+    assert "name: mini_xception" in text and "\nhydra:" not in text  # task=classification's config
+    assert text.startswith("cvtrain: config-driven training") and "Examples:" in text

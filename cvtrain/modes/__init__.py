@@ -1,8 +1,9 @@
 """Every `mode=` in one table: where it lives and what it needs from the command line.
 
 Each mode is `run(cfg, overrides, run_dir)`, imported only when chosen; the CLI hands a float
-result (train's best val_loss) to Hydra as the objective sweepers minimise. Config validation reads the flags below, so a missing
-`run=` or `input=` is reported before anything is imported; the CLI reads the rest.
+result (train's best val_loss) to Hydra as the objective sweepers minimise. Config validation
+reads the flags below, so a missing `run=` or `input=` is reported before anything is imported;
+the CLI reads the rest.
 """
 
 from __future__ import annotations
