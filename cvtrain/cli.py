@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from cvtrain import help, rundir, tf_logging
+from cvtrain import help_page, rundir, tf_logging
 from cvtrain.cluster import worker_rank
 from cvtrain.config import RunConfig, describe_omegaconf_error, validate
 from cvtrain.console import console, err_console
@@ -154,8 +154,10 @@ def main() -> None:
     try:
         # resume=<run_dir>: its saved overrides
         sys.argv[1:] = [*expand_resume_arg(sys.argv[1:]), *worker_overrides()]
-        if help.wants_help(sys.argv[1:]):
-            console.print(help.render(sys.argv[1:]), markup=False, highlight=False, soft_wrap=True)
+        if help_page.wants_help(sys.argv[1:]):
+            console.print(
+                help_page.render(sys.argv[1:]), markup=False, highlight=False, soft_wrap=True
+            )
             return
         hydra_main()
     except UserError as exc:

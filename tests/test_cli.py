@@ -186,10 +186,10 @@ def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
 def test_help_lists_every_config_group_and_the_config_the_overrides_compose():
     from pathlib import Path
 
-    from cvtrain import help
+    from cvtrain import help_page
     from cvtrain.paths import config_dir
 
-    text = help.render(["task=classification", "--help"])
+    text = help_page.render(["task=classification", "--help"])
     groups = [p for p in Path(config_dir()).iterdir() if p.is_dir() and p.name != "hydra"]
     assert groups
     for group in groups:  # a new config folder is listed without any code change
