@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/options.py
+	$(BIN)/python benchmarks/startup.py
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir outputs

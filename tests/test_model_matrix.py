@@ -45,8 +45,9 @@ CLASSIFICATION = {
     "residual_convnet": ["model=residual_convnet", "model.width=0.5"],
     "xception": ["model=xception", "data.image_size=[72,72]"],
 }
-# Small enough to keep the whole matrix to a few minutes: 16 training images, 8 validation.
-FEW = ("data.limit=24", "trainer.epochs=1")
+# Small enough to keep the whole matrix to a few minutes: 8 training images and 8 validation
+# ones for segmentation (a fifth of 16 validates classification), no per-epoch pictures.
+FEW = ("data.limit=16", "trainer.epochs=1", "trainer.prediction_images=0")
 
 
 @pytest.fixture(scope="module", params=[*SEGMENTATION, *CLASSIFICATION])
