@@ -106,6 +106,15 @@ def dispatch(raw: DictConfig, run_dir: Path) -> float | None:
     return result if isinstance(result, float) else None  # the objective sweepers minimise
 
 
+def stopped(how: str, exit_code: int, run_dir: Path) -> None:
+    err_console.print(
+        f"cvtrain: stopped {how}; the run is saved up to the last completed epoch. "
+        f"Continue it with: {resume_command(run_dir)}",
+        markup=False,
+    )
+    raise SystemExit(exit_code) from None
+
+
 def task(raw: DictConfig) -> float | None:
     """Hydra's task function. Module-level and undecorated, so the launchers that pickle it
     (joblib, submitit) send it by reference instead of by value with its globals."""
@@ -120,19 +129,9 @@ def task(raw: DictConfig) -> float | None:
         discard_if_empty(run_dir)
         fail(str(exc))
     except Interrupted as exc:
-        err_console.print(
-            f"cvtrain: stopped by {exc}; the run is saved up to the last completed epoch. "
-            f"Continue it with: {resume_command(run_dir)}",
-            markup=False,
-        )
-        raise SystemExit(exc.exit_code) from None
+        stopped(f"by {exc}", exc.exit_code, run_dir)
     except StopNow:
-        err_console.print(
-            "cvtrain: stopped at once by a second Ctrl-C; the run is saved up to the last "
-            f"completed epoch. Continue it with: {resume_command(run_dir)}",
-            markup=False,
-        )
-        raise SystemExit(128 + signal.SIGINT) from None
+        stopped("at once by a second Ctrl-C", 128 + signal.SIGINT, run_dir)
     return None
 
 

@@ -54,7 +54,7 @@ def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
     )
 
 
-def check_model(model, saved: SavedRun, image_size: list[int], num_classes: int) -> None:
+def check_fits_data(model, saved: SavedRun, image_size: list[int], num_classes: int) -> None:
     size = list(model.input_shape[1:3])
     if size != list(image_size):
         raise ConfigError(
@@ -82,7 +82,7 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
 
     models = [saved.load_model() for saved in runs]
     for model, saved in zip(models, runs):
-        check_model(model, saved, cfg.data.image_size, index.num_classes)
+        check_fits_data(model, saved, cfg.data.image_size, index.num_classes)
     labels = [str(saved.path) for saved in runs] + ([ENSEMBLE] if len(runs) > 1 else [])
     scorers = [task.scorer(index.num_classes) for _ in labels]
 
