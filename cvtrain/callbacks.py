@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -31,6 +33,16 @@ def format_logs(logs: dict | None) -> str:
     return "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
 
 
+def seconds_since_start() -> float | None:
+    """Wall seconds since this process started (Linux /proc; None elsewhere)."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+
+
 class RichProgress(keras.callbacks.Callback):
     """A bar per epoch with live loss/metrics and ETA, replacing Keras's own output.
 
@@ -42,6 +54,7 @@ class RichProgress(keras.callbacks.Callback):
         self.epochs, self.steps = epochs, steps
         self.progress: Progress | None = None
         self.seen = 0
+        self.first_step = True  # logged with the time it took from the process's start
 
     def on_train_begin(self, logs=None):
         if not console.is_terminal:
@@ -64,6 +77,10 @@ class RichProgress(keras.callbacks.Callback):
             )
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.first_step:
+            self.first_step = False
+            since = seconds_since_start()
+            log.info("first training step done%s", f", {since:.1f} s after start" if since else "")
         self.seen = batch + 1
         if self.progress:
             self.progress.update(self.task, completed=self.seen, metrics=format_logs(logs))
@@ -78,6 +95,19 @@ class RichProgress(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.progress is not None:
             self.progress.stop()
+
+
+class AtFirstEpochEnd(keras.callbacks.Callback):
+    """Runs `action` once, when the run's first epoch ends (the background data scan's report)."""
+
+    def __init__(self, action: Callable[[], object]):
+        super().__init__()
+        self.action: Callable[[], object] | None = action
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.action is not None:
+            action, self.action = self.action, None
+            action()
 
 
 class BestCheckpoint(keras.callbacks.Callback):

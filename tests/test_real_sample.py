@@ -13,7 +13,7 @@ from cvtrain.data.sources import load_index, load_split
 
 
 def test_all_pairs_indexed_and_lying_files_decode(real_sample):
-    from cvtrain.data.pipeline import decode_image, decode_mask
+    from cvtrain.data.pipeline import decode_image, decode_pair
 
     cfg = make_config("data=oxford_pets", f"data.root={real_sample}")
     index, dropped = load_index(cfg.data, "segmentation")
@@ -25,8 +25,8 @@ def test_all_pairs_indexed_and_lying_files_decode(real_sample):
         image = decode_image(by_name[name], (64, 64)).numpy()
         assert image.shape == (64, 64, 3) and image.std() > 1
     values = set()
-    for mask in index.targets[::15]:
-        values |= set(np.unique(decode_mask(mask, (64, 64), index.mask_offset).numpy()))
+    for image, mask in list(zip(index.images, index.targets))[::15]:
+        values |= set(np.unique(decode_pair(image, mask, (64, 64), index)[1].numpy()))
     assert values == {0, 1, 2}
 
 

@@ -11,7 +11,7 @@ from conftest import make_config, run_cli
 from PIL import Image
 
 from cvtrain.data.sources import load_index, load_split
-from cvtrain.data.verify import verify
+from cvtrain.data.verify import checked_split, verify
 from cvtrain.errors import DataError
 from cvtrain.rundir import BAD_FILES
 
@@ -58,6 +58,16 @@ def bad_root(tmp_path) -> Path:
     return root
 
 
+def checked(cfg, run_dir: Path, *, defer: bool = False):
+    """What mode=train (defer) and mode=evaluate do: split, then leave out the bad files."""
+    split, dropped = load_split(cfg.data, "segmentation")
+    return checked_split(split, dropped, cfg.data, run_dir, defer=defer)
+
+
+def names(split) -> list[str]:
+    return sorted(Path(p).stem for p in split.train.images + split.val.images)
+
+
 def pets_config(root: Path, *extra: str):
     return make_config(
         "task=segmentation",
@@ -71,9 +81,8 @@ def pets_config(root: Path, *extra: str):
 
 def test_every_bad_file_is_found_reported_and_skipped(bad_root, tmp_path):
     cfg = pets_config(bad_root)
-    split, _ = load_split(cfg.data, "segmentation", verify_in=tmp_path / "run")
-    kept = sorted(Path(p).stem for p in split.train.images + split.val.images)
-    assert kept == GOOD
+    split, scan = checked(cfg, tmp_path / "run")
+    assert scan is None and names(split) == GOOD
 
     lines = (tmp_path / "run" / BAD_FILES).read_text().splitlines()
     found = {Path(line.split("\t")[1]).name: line.split("\t")[0] for line in lines}
@@ -93,7 +102,7 @@ def test_every_bad_file_is_found_reported_and_skipped(bad_root, tmp_path):
 def test_on_bad_error_refuses_and_names_the_list(bad_root, tmp_path):
     cfg = pets_config(bad_root, "data.on_bad=error")
     with pytest.raises(DataError, match=r"6 bad data files \(listed in .*bad_files.txt"):
-        load_split(cfg.data, "segmentation", verify_in=tmp_path / "run")
+        checked(cfg, tmp_path / "run", defer=True)  # never deferred: nothing trains first
 
 
 def test_wrong_label_mapping_is_an_error_that_names_the_fix(tmp_path):
@@ -103,34 +112,62 @@ def test_wrong_label_mapping_is_an_error_that_names_the_fix(tmp_path):
     for i in range(5):
         write_pair(root, f"s{i}", np.random.default_rng(i).integers(0, 3, (32, 32), np.uint8))
     cfg = pets_config(root)
-    with pytest.raises(DataError, match=r"values \{0, 1, 2\}.*set data.mask_offset=0"):
-        load_split(cfg.data, "segmentation", verify_in=tmp_path / "run")
-    split, _ = load_split(pets_config(root, "data.mask_offset=0").data, "segmentation", tmp_path)
+    for defer in (False, True):  # a deferred scan checks a sample of masks first
+        with pytest.raises(DataError, match=r"values \{0, 1, 2\}.*set data.mask_offset=0"):
+            checked(cfg, tmp_path / "run", defer=defer)
+    split, _ = checked(pets_config(root, "data.mask_offset=0"), tmp_path)
     assert len(split.train) + len(split.val) == 5
+
+
+def test_the_split_does_not_depend_on_the_scan(bad_root, tmp_path):
+    """Bad samples leave the split they were drawn into: fixing a file reshuffles nothing, and
+    a first run (scan deferred) and a second (scan cached) train on the same split."""
+    cfg = pets_config(bad_root)
+    whole, _ = load_split(cfg.data, "segmentation")
+    split, _ = checked(cfg, tmp_path / "run")
+    assert split.val.images == tuple(p for p in whole.val.images if Path(p).stem in GOOD)
+    assert split.train.images == tuple(p for p in whole.train.images if Path(p).stem in GOOD)
+
+
+def test_a_first_run_scans_in_the_background_and_reports_at_the_end(bad_root, tmp_path):
+    cfg = pets_config(bad_root)
+    split, scan = checked(cfg, tmp_path / "run", defer=True)
+    assert scan is not None
+    assert not (tmp_path / "run" / BAD_FILES).exists()  # nothing decoded yet but a few masks
+    bad = scan.finish()  # what the first epoch's end calls
+    assert {Path(p).name for p in bad} == set(EXPECTED)
+    found = (tmp_path / "run" / BAD_FILES).read_text()
+    assert all(name in found for name in EXPECTED)
+    again, scan = checked(cfg, tmp_path / "run2", defer=True)  # cached: applied up front
+    assert scan is None and names(again) == GOOD
 
 
 def test_verify_false_skips_the_scan(bad_root, tmp_path):
     cfg = pets_config(bad_root, "data.verify=false")
-    split, _ = load_split(cfg.data, "segmentation", verify_in=tmp_path / "run")
-    kept = {Path(p).stem for p in split.train.images + split.val.images}
-    assert kept > set(GOOD)  # files the scan would have skipped are still there
-    assert not (tmp_path / "run" / BAD_FILES).exists()
+    split, _ = load_split(cfg.data, "segmentation")
+    assert set(names(split)) > set(GOOD)  # files the scan would have skipped are still there
 
 
-def test_pipeline_drops_a_file_the_scan_did_not_see(bad_root):
+@pytest.mark.parametrize("stem", ["truncated", "wrongsize", "seven"])
+def test_pipeline_drops_a_sample_the_scan_did_not_see(bad_root, stem):
+    """A file damaged after the scan, or not scanned yet: undecodable, a mask of another size,
+    mask values outside the classes."""
     from cvtrain.data.pipeline import build_dataset
 
     cfg = pets_config(bad_root, "data.verify=false", "data.batch_size=4")
     index, _ = load_index(cfg.data, "segmentation")
-    trimaps = bad_root / "annotations" / "trimaps"
-    index = replace(  # as if a file were damaged after the scan
+    good = [i for i, p in enumerate(index.images) if Path(p).stem in GOOD]
+    index = index.take(good)
+    trimap = bad_root / "annotations" / "trimaps" / f"{stem}.png"
+    index = replace(
         index,
-        images=(*index.images, str(bad_root / "images" / "truncated.jpg")),
-        targets=(*index.targets, str(trimaps / "truncated.png")),
+        images=(*index.images, str(bad_root / "images" / f"{stem}.jpg")),
+        targets=(*index.targets, str(trimap)),
     )
     ds = build_dataset(index, cfg.data, training=False, seed=0)
-    seen = sum(int(x.shape[0]) for x, _ in ds)
-    assert seen == len(index) - 1
+    masks = [y.numpy() for _, y in ds]
+    assert sum(len(m) for m in masks) == len(GOOD)
+    assert max(int(m.max()) for m in masks) <= 2
 
 
 @pytest.mark.slow

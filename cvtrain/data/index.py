@@ -100,6 +100,16 @@ class FileIndex:
             subsets=tuple(self.subsets[i] for i in order) if self.subsets else (),
         )
 
+    def joined(self, other: FileIndex) -> FileIndex:
+        """Both indexes' samples in one (a whole split: scanned, or evaluated as eval.split=all)."""
+        both = self.subsets and other.subsets
+        return replace(
+            self,
+            images=self.images + other.images,
+            targets=self.targets + other.targets,
+            subsets=self.subsets + other.subsets if both else (),
+        )
+
     def fingerprint(self) -> str:
         """Stable hash of the file list and targets (relative to root): same data, same hash."""
         h = hashlib.sha256()

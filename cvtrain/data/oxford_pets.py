@@ -43,11 +43,19 @@ def pet_images(root: Path) -> list[Path]:
     return [p for p in sorted((root / "images").glob("*.jpg")) if not p.name.startswith(".")]
 
 
+def trimap(root: Path, image: Path) -> Path:
+    return root / "annotations" / "trimaps" / f"{image.stem}.png"
+
+
 def image_mask_pairs(root: Path) -> list[tuple[Path, Path]]:
     """Every pet image with a trimap of the same stem."""
-    trimaps = root / "annotations" / "trimaps"
-    pairs = [(image, trimaps / f"{image.stem}.png") for image in pet_images(root)]
+    pairs = [(image, trimap(root, image)) for image in pet_images(root)]
     return [(image, mask) for image, mask in pairs if mask.is_file()]
+
+
+def unpaired_images(root: Path) -> list[Path]:
+    """The pet images without a trimap (left out of the index; the data scan lists them)."""
+    return [image for image in pet_images(root) if not trimap(root, image).is_file()]
 
 
 def breed(image: Path) -> str:

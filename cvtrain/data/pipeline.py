@@ -41,11 +41,22 @@ def decode_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     return resize_image(read_image(path), size)
 
 
-def decode_mask(path: tf.Tensor, size: tuple[int, int], offset: int) -> tf.Tensor:
-    """A label image as HxWx1 class ids (nearest-neighbour resize keeps labels exact)."""
-    mask = tf.io.decode_png(tf.io.read_file(path), channels=1)
-    mask = tf.image.resize(mask, size, method="nearest")
-    return tf.cast(mask, tf.int32) - offset
+def decode_pair(
+    image_path: tf.Tensor, mask_path: tf.Tensor, size: tuple[int, int], index: FileIndex
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """An image and its mask at `size`; an error (so `ignore_errors` drops the sample) if the
+    mask's size or values do not fit: training never sees a bad pair, scanned or not."""
+    image = read_image(image_path)
+    mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+    ids = tf.cast(mask, tf.int32) - index.mask_offset
+    checks = [
+        tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2]),
+        tf.debugging.assert_non_negative(ids),
+        tf.debugging.assert_less(ids, index.num_classes),
+    ]
+    with tf.control_dependencies(checks):
+        ids = tf.image.resize(ids, size, method="nearest")
+    return resize_image(image, size), ids
 
 
 AUTOTUNE_MIN_CORES = 5
@@ -89,7 +100,7 @@ def build_dataset(
     if index.has_masks:
 
         def load(path, target):
-            return decode_image(path, size), decode_mask(target, size, index.mask_offset)
+            return decode_pair(path, target, size, index)
     else:
 
         def load(path, target):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from cvtrain.config import DataConfig
 from cvtrain.data.index import (
@@ -61,16 +60,10 @@ def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
     return index.take([i for i, ok in enumerate(readable) if ok]), dropped
 
 
-def load_split(
-    cfg: DataConfig, task: str, verify_in: Path | None = None
-) -> tuple[Split, list[str]]:
-    """The seeded split; with `verify_in` (a run dir) bad files are found and handled first
-    (data.verify, data.on_bad) so every split sample decodes."""
+def load_split(cfg: DataConfig, task: str) -> tuple[Split, list[str]]:
+    """The seeded split of the readable images (bad files are left out of it afterwards by
+    cvtrain.data.verify.checked_split, so fixing a file never reshuffles the split)."""
     index, dropped = load_index(cfg, task)
-    if verify_in is not None and cfg.verify:
-        from cvtrain.data.verify import checked_index
-
-        index, dropped = checked_index(index, dropped, cfg.on_bad, verify_in), []
     split = split_index(
         index,
         val_samples=cfg.val_samples,

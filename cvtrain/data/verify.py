@@ -1,4 +1,4 @@
-"""Data verification: find the files that would fail or mislead training, before it starts.
+"""Data verification: find the files that would fail or mislead training.
 
 Every image (and mask) is opened and fully decoded in parallel: empty, non-image, truncated and
 unreadable files, images without a mask, masks of another size and masks with values outside
@@ -6,12 +6,24 @@ the classes are reported in a table and in `bad_files.txt`, then skipped (`data.
 or refused (`data.on_bad=error`). Each scan's result is cached by the dataset's fingerprint
 (file list, sizes, mtimes), so the next run does not rescan. If most masks are out of range, the
 label mapping is wrong rather than the files: that is an error naming the mapping that fits.
+
+Decoding every file of a large dataset takes longer than starting to train, so a training run
+without a cached scan only checks a sample of masks first (a wrong mapping still fails at once)
+and leaves the full scan to a low-priority process during the first epoch, reported at its
+end; meanwhile the tf.data pipeline drops any sample it cannot use. The split never depends on
+the scan: bad samples are taken out of the split, so every run of a dataset splits it alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import subprocess
+import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,12 +34,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cvtrain import rundir
+from cvtrain.config import DataConfig
 from cvtrain.console import console
-from cvtrain.data.index import FileIndex, sniff_image
+from cvtrain.data.index import FileIndex, Split, sniff_image
+from cvtrain.data.oxford_pets import unpaired_images
 from cvtrain.errors import DataError
 from cvtrain.paths import data_cache_dir
 
 CHECKS_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,14 +94,25 @@ def _check_sample(image: str, target, mask: bool) -> tuple[list[Problem], list[i
         problems.append(
             Problem(str(target), "mask size", f"{mask.size[0]}x{mask.size[1]}, image {w}x{h}")
         )
+    return problems, _values(mask)
+
+
+def _values(mask: Image.Image) -> list[int]:
+    """The distinct values of a label image, as the pipeline's decode_png(channels=1) sees it."""
     if mask.mode not in ("L", "I", "I;16"):
-        mask = mask.convert("L")  # what the pipeline's decode_png(channels=1) sees
-    return problems, np.unique(np.asarray(mask)).tolist()
+        mask = mask.convert("L")
+    return np.unique(np.asarray(mask)).tolist()
+
+
+def _mask_values(path: str) -> list[int] | None:
+    mask, problem = _open_image(path)
+    return None if problem else _values(mask)
 
 
 def _fingerprint(index: FileIndex, dropped: list[str]) -> str:
+    """The same files (sizes, mtimes) in any order: the same scan."""
     h = hashlib.sha256(f"{CHECKS_VERSION}:{index.mask_offset}:{index.num_classes}".encode())
-    for path in [*index.images, *map(str, index.targets), *dropped]:
+    for path in sorted({*index.images, *map(str, index.targets), *dropped}):
         try:
             st = os.stat(path)
             h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -95,17 +121,12 @@ def _fingerprint(index: FileIndex, dropped: list[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def _unpaired_images(index: FileIndex, dropped: list[str]) -> list[str]:
+def _unpaired_images(index: FileIndex) -> list[str]:
     """Images in an Oxford-layout folder that the index left out for lack of a mask."""
-    images = Path(index.root) / "images"
-    if not index.has_masks or not images.is_dir():
+    root = Path(index.root)
+    if not index.has_masks or not (root / "images").is_dir():
         return []
-    known = set(index.images) | set(dropped)
-    return [
-        str(p)
-        for p in sorted(images.glob("*.jpg"))
-        if str(p) not in known and not p.name.startswith(".")
-    ]
+    return [str(p) for p in unpaired_images(root)]
 
 
 def _label_preflight(index: FileIndex, values: list[list[int] | None]) -> list[int]:
@@ -136,8 +157,10 @@ def _short(values: list[int]) -> str:
     return "{" + ", ".join(map(str, values[:8])) + (", ...}" if len(values) > 8 else "}")
 
 
-def scan(index: FileIndex, dropped: list[str], workers: int | None = None) -> list[Problem]:
-    """Decode every file of `index` in parallel (progress bar); all problems found."""
+def scan(
+    index: FileIndex, dropped: list[str], workers: int | None = None, progress: bool = True
+) -> list[Problem]:
+    """Decode every file of `index` in parallel (with a progress bar); all problems found."""
     workers = workers or min(32, 2 * (os.cpu_count() or 2))
     columns = (
         TextColumn("[bold]verifying data"),
@@ -146,16 +169,16 @@ def scan(index: FileIndex, dropped: list[str], workers: int | None = None) -> li
         TimeRemainingColumn(),
     )
     with (
-        Progress(*columns, console=console, transient=True) as progress,
+        Progress(*columns, console=console, transient=True, disable=not progress) as bar,
         ThreadPoolExecutor(workers) as pool,
     ):
-        task = progress.add_task("verify", total=len(index))
+        task = bar.add_task("verify", total=len(index))
         results = []
         for result in pool.map(
             _check_sample, index.images, index.targets, [index.has_masks] * len(index)
         ):
             results.append(result)
-            progress.advance(task)
+            bar.advance(task)
     problems = [p for found, _ in results for p in found]
     for i in _label_preflight(index, [values for _, values in results]):
         lo = index.mask_offset
@@ -168,36 +191,48 @@ def scan(index: FileIndex, dropped: list[str], workers: int | None = None) -> li
             )
         )
     problems += [_open_image(p)[1] or Problem(p, "not an image") for p in dropped]
-    problems += [Problem(p, "no mask", "no trimap") for p in _unpaired_images(index, dropped)]
+    problems += [Problem(p, "no mask", "no trimap") for p in _unpaired_images(index)]
     return problems
+
+
+def _cache_path(index: FileIndex, dropped: list[str]) -> Path:
+    return data_cache_dir() / "verify" / f"{_fingerprint(index, dropped)}.json"
+
+
+def _scan_and_cache(index: FileIndex, dropped: list[str], cache: Path, progress: bool) -> None:
+    rundir.write_json(cache, [asdict(p) for p in scan(index, dropped, progress=progress)])
 
 
 def verify(
     index: FileIndex, dropped: list[str], run_dir: Path, *, use_cache: bool = True
 ) -> Report:
     """Scan (or reuse the cached scan of) `index`; write bad_files.txt and print the table."""
-    cache = data_cache_dir() / "verify" / f"{_fingerprint(index, dropped)}.json"
+    cache = _cache_path(index, dropped)
     cached = use_cache and cache.is_file()
-    if cached:
-        problems = [Problem(**p) for p in rundir.read_json(cache)]
-    else:
-        problems = scan(index, dropped)
-        rundir.write_json(cache, [asdict(p) for p in problems])
+    if not cached:
+        _scan_and_cache(index, dropped, cache, progress=True)
+    problems = [Problem(**p) for p in rundir.read_json(cache)]
+    bad = _record(problems, len(index) + len(dropped), run_dir)
+    return Report(_good(index, bad), problems, len(index) + len(dropped), cached)
+
+
+def _good(index: FileIndex, bad: set[str]) -> FileIndex:
+    """`index` less the samples whose image or mask is in `bad`."""
+    pairs = zip(index.images, map(str, index.targets))
+    return index.take([i for i, (image, target) in enumerate(pairs) if not {image, target} & bad])
+
+
+def _record(problems: list[Problem], total: int, run_dir: Path) -> set[str]:
+    """Print the table and write bad_files.txt; the bad paths."""
     if problems:
-        print_table(problems, len(index) + len(dropped))
+        print_table(problems, total)
         rundir.write_atomic(
             run_dir / rundir.BAD_FILES,
             lambda tmp: tmp.write_text(
                 "".join(f"{p.kind}\t{p.path}\t{p.detail}\n" for p in problems)
             ),
         )
-    bad = {p.path for p in problems}
-    keep = [
-        i
-        for i, (image, target) in enumerate(zip(index.images, index.targets))
-        if image not in bad and str(target) not in bad
-    ]
-    return Report(index.take(keep), problems, len(index) + len(dropped), cached)
+    return {p.path for p in problems}
 
 
 def print_table(problems: list[Problem], total: int) -> None:
@@ -214,21 +249,140 @@ def print_table(problems: list[Problem], total: int) -> None:
     console.print(table)
 
 
+def _refuse(problems: list[Problem], run_dir: Path) -> DataError:
+    first = problems[0]
+    return DataError(
+        f"{len(problems)} bad data files (listed in {run_dir / rundir.BAD_FILES}; e.g. "
+        f"{first.path}: {first.kind}); fix or remove them, or set data.on_bad=skip"
+    )
+
+
+def _apply(problems: list[Problem], samples: FileIndex, on_bad: str, run_dir: Path) -> set[str]:
+    """The bad paths among `samples` (on_bad=skip, said in a line), or DataError (error)."""
+    if problems and on_bad == "error":
+        raise _refuse(problems, run_dir)
+    bad = {p.path for p in problems}
+    if problems:
+        skipped = len(samples) - len(_good(samples, bad))
+        console.print(
+            f"skipping {skipped} of {len(samples)} samples with bad files "
+            f"(data.on_bad=skip; list in {run_dir / rundir.BAD_FILES})",
+            markup=False,
+        )
+    return bad
+
+
 def checked_index(
     index: FileIndex, dropped: list[str], on_bad: str, run_dir: Path, *, use_cache: bool = True
 ) -> FileIndex:
     """`index` without its bad samples (on_bad=skip), or DataError listing them (error)."""
     report = verify(index, dropped, run_dir, use_cache=use_cache)
-    if report.problems and on_bad == "error":
-        first = report.problems[0]
-        raise DataError(
-            f"{len(report.problems)} bad data files (listed in {run_dir / rundir.BAD_FILES}; e.g. "
-            f"{first.path}: {first.kind}); fix or remove them, or set data.on_bad=skip"
-        )
-    if report.problems:
-        console.print(
-            f"skipping {len(index) - len(report.index)} of {len(index)} samples with bad files "
-            f"(data.on_bad=skip; list in {run_dir / rundir.BAD_FILES})",
-            markup=False,
-        )
+    _apply(report.problems, index, on_bad, run_dir)
     return report.index
+
+
+def without(split: Split, bad: set[str]) -> Split:
+    """`split` less the samples with a bad file; DataError if a part is left empty."""
+    train, val = _good(split.train, bad), _good(split.val, bad)
+    for name, part in (("training", train), ("validation", val)):
+        if not len(part):
+            raise DataError(f"every {name} sample has a bad file (see bad_files.txt); fix them")
+    return Split(train, val)
+
+
+SAMPLE_MASKS = 32  # masks decoded before a deferred scan, so a wrong value mapping fails at once
+
+
+def checked_split(
+    split: Split, dropped: list[str], cfg: DataConfig, run_dir: Path, *, defer: bool = False
+) -> tuple[Split, BackgroundScan | None]:
+    """`split` less its bad samples, by the cached scan or a scan now. With `defer` (training,
+    data.on_bad=skip) an uncached scan runs in the background instead: the split comes back
+    whole, with the scan to finish when the first epoch ends."""
+    samples = split.train.joined(split.val)
+    cache = _cache_path(samples, dropped)
+    if defer and cfg.on_bad == "skip" and not cache.is_file():
+        _check_mapping(samples)
+        return split, BackgroundScan.start(samples, dropped, cache, run_dir)
+    report = verify(samples, dropped, run_dir)
+    return without(split, _apply(report.problems, samples, cfg.on_bad, run_dir)), None
+
+
+def _check_mapping(index: FileIndex) -> None:
+    """Decode a spread of SAMPLE_MASKS masks: DataError now if most are out of range."""
+    if not index.has_masks:
+        return
+    picked = index.take(range(0, len(index), max(1, len(index) // SAMPLE_MASKS))[:SAMPLE_MASKS])
+    _label_preflight(picked, [_mask_values(str(mask)) for mask in picked.targets])
+
+
+@dataclass
+class BackgroundScan:
+    """The full scan, in a process of lower priority than training (and no shared GIL), that
+    writes the scan cache; `finish` reports what it found."""
+
+    process: subprocess.Popen
+    samples: FileIndex
+    dropped: list[str]
+    cache: Path
+    run_dir: Path
+
+    @classmethod
+    def start(
+        cls, samples: FileIndex, dropped: list[str], cache: Path, run_dir: Path
+    ) -> BackgroundScan:
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C stops training, which this process then notices
+            text=True,
+        )
+        job = {"index": asdict(samples), "dropped": dropped, "cache": str(cache)}
+        process.stdin.write(json.dumps(job))
+        process.stdin.close()
+        log.info("checking every data file in the background; results after the first epoch")
+        return cls(process, samples, dropped, cache, run_dir)
+
+    def finish(self) -> set[str]:
+        """Wait for the scan; print and list what it found. The bad paths (the pipeline has
+        dropped those it could not decode; the next run leaves them all out)."""
+        errors = self.process.stderr.read().strip()
+        if self.process.wait() != 0 or not self.cache.is_file():
+            log.warning("the background data scan failed (%s); run mode=verify_data", errors)
+            return set()
+        problems = [Problem(**p) for p in rundir.read_json(self.cache)]
+        bad = _record(problems, len(self.samples) + len(self.dropped), self.run_dir)
+        if problems:
+            console.print(
+                f"the data scan found bad files in {len(bad)} paths (list in "
+                f"{self.run_dir / rundir.BAD_FILES}): this run's pipeline drops the samples it "
+                "cannot decode; the next run leaves out every listed sample",
+                markup=False,
+            )
+        return bad
+
+
+def _scan_job() -> None:
+    """The background scan's process: the job comes on stdin, the result goes to the cache."""
+    if hasattr(os, "nice"):
+        os.nice(10)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    job = json.load(sys.stdin)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in job["index"].items()}
+    try:
+        _scan_and_cache(FileIndex(**fields), job["dropped"], Path(job["cache"]), progress=False)
+    except DataError as exc:
+        sys.exit(str(exc))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A scan nobody waits for any more (training stopped or crashed) stops too."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    _scan_job()

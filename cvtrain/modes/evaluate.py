@@ -20,6 +20,7 @@ from cvtrain.config import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import FileIndex, class_id
 from cvtrain.data.sources import load_split
+from cvtrain.data.verify import checked_split
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.runs import fmt4
 from cvtrain.saved_run import SavedRun, load_runs, output_dir
@@ -39,19 +40,16 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> dict:
 def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
     """The files of `eval.split` (val, train or all), split exactly as training split them
     (bad files dropped first, as training drops them; their list goes to `out_dir`)."""
-    split, dropped = load_split(cfg.data, cfg.task.name, verify_in=out_dir)
+    split, dropped = load_split(cfg.data, cfg.task.name)
+    if cfg.data.verify:
+        split, _ = checked_split(split, dropped, cfg.data, out_dir)
     if dropped:
         log.warning("skipped %d files that are not images", len(dropped))
     if cfg.eval.split == "val":
         return split.val
     if cfg.eval.split == "train":
         return split.train
-    return replace(
-        split.train,
-        images=split.train.images + split.val.images,
-        targets=split.train.targets + split.val.targets,
-        subsets=(),
-    )
+    return split.train.joined(split.val)
 
 
 def check_fits_data(model, saved: SavedRun, image_size: list[int], num_classes: int) -> None:

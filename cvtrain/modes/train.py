@@ -8,23 +8,29 @@ from pathlib import Path
 
 from cvtrain.config import RunConfig
 from cvtrain.data.sources import load_split
+from cvtrain.data.verify import checked_split
 from cvtrain.resume import check_compatible
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
-    # Data errors (and bad files, data.verify) surface before TF loads.
-    split, dropped = load_split(cfg.data, cfg.task.name, verify_in=run_dir)
+    # Data errors surface before TF loads; an uncached scan for bad files (data.verify) runs
+    # beside the first epoch.
+    split, dropped = load_split(cfg.data, cfg.task.name)
+    scan = None
+    if cfg.data.verify:
+        split, scan = checked_split(split, dropped, cfg.data, run_dir, defer=True)
     # The one resume check: a resume that cannot work is refused before TF loads, too.
     state = check_compatible(run_dir, cfg, split.train.num_classes)
     if dropped:
         log.warning(
             "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
         )
+    from cvtrain.callbacks import AtFirstEpochEnd
     from cvtrain.summary import print_train_summary
     from cvtrain.train import train
 
-    result = train(cfg, split, run_dir, state)
+    result = train(cfg, split, run_dir, state, [AtFirstEpochEnd(scan.finish)] if scan else [])
     print_train_summary(result, cfg.task.name)
     return result.best_val_loss
