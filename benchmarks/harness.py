@@ -86,16 +86,34 @@ def cvtrain_epoch_seconds(cfg: RunConfig, run_dir: Path) -> tuple[list[float], i
 def alternate(
     variants: dict[str, Callable[[int], tuple[list[float], int]]], rounds: int, skip: int = 1
 ) -> dict[str, dict]:
-    """Run A, B, ... A, B ... `rounds` times; images/s per epoch after the first `skip`."""
-    rates: dict[str, list[float]] = {name: [] for name in variants}
+    """Run A, B, ... A, B ... `rounds` times; images/s per epoch after the first `skip`, and
+    each round's median (a round's variants ran back to back: compare them pairwise)."""
+    rates: dict[str, list[list[float]]] = {name: [] for name in variants}
     for r in range(rounds):
         for name, run in variants.items():
             seconds, images = run(r)
-            rates[name] += [images / s for s in seconds[skip:]]
+            rates[name].append([images / s for s in seconds[skip:]])
             console.log(f"round {r + 1}/{rounds} {name}: {[round(s, 2) for s in seconds]} s")
     return {
-        name: {"images_per_s_median": round(statistics.median(v), 2), "images_per_s": v}
-        for name, v in rates.items()
+        name: {
+            "images_per_s_median": round(statistics.median(x for v in per_round for x in v), 2),
+            "round_medians": [round(statistics.median(v), 2) for v in per_round],
+            "images_per_s": per_round,
+        }
+        for name, per_round in rates.items()
+    }
+
+
+def paired_ratio(results: dict[str, dict], base: str, other: str) -> dict:
+    """`other` / `base` images/s per round: the median ratio, its range and the samples."""
+    ratios = [
+        round(b / a, 3)
+        for a, b in zip(results[base]["round_medians"], results[other]["round_medians"])
+    ]
+    return {
+        "median": statistics.median(ratios),
+        "range": f"{min(ratios)}-{max(ratios)}",
+        "per_round": ratios,
     }
 
 

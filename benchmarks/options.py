@@ -4,7 +4,7 @@ Options (presets): data.cache, trainer.jit_compile and trainer.steps_per_executi
 `--preset gpu` is the GPU check (200x200, float32 vs mixed_float16, with and without XLA) that
 benchmarks/gpu_smoke.sh runs.
 
-    python benchmarks/options.py [--preset cpu|gpu] [--rounds 2] [--epochs 3]
+    python benchmarks/options.py [--preset cpu|gpu] [--rounds 5] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from harness import alternate, cvtrain_epoch_seconds, data_overrides, make_config, save, table
+from harness import (
+    alternate,
+    cvtrain_epoch_seconds,
+    data_overrides,
+    make_config,
+    paired_ratio,
+    save,
+    table,
+)
 
 PRESETS = {
     "cpu": {
@@ -64,7 +72,7 @@ PRESETS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=PRESETS, default="cpu")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--only", help="run just this option (a key of the preset)")
     args = parser.parse_args()
@@ -86,15 +94,16 @@ def main() -> None:
                 )
             results = alternate(variants, rounds=args.rounds)
             raw[option] = results
-            a, b = (results[v]["images_per_s_median"] for v in (default, changed))
+            ratio = paired_ratio(results, default, changed)
             rows.append(
                 {
                     "option": option,
                     "default": default,
                     "changed": changed,
-                    "default images/s": a,
-                    "changed images/s": b,
-                    "ratio": round(b / a, 2),
+                    "default images/s": results[default]["images_per_s_median"],
+                    "changed images/s": results[changed]["images_per_s_median"],
+                    "ratio (median of rounds)": ratio["median"],
+                    "ratio range": ratio["range"],
                 }
             )
     table(rows)
@@ -103,8 +112,9 @@ def main() -> None:
         {
             "setup": (
                 f"cvtrain train() with {' '.join(base)}; per option the default and the change "
-                f"alternate {args.rounds} times, first epoch of each run dropped, medians of "
-                "images/s per epoch (validation and callbacks included). ratio > 1 = faster."
+                f"alternate {args.rounds} times, first epoch of each run dropped; ratio = changed "
+                "/ default images/s (validation and callbacks included) within each round, its "
+                "median and range over the rounds. > 1 = faster; a range that spans 1 is noise."
             ),
             "table": rows,
             "results": raw,

@@ -183,3 +183,23 @@ def test_verify_data_mode_prints_the_table_and_writes_bad_files(bad_root, tmp_pa
     failed = run_cli(*args[:-1], "data.on_bad=error", f"hydra.run.dir={tmp_path / 'run2'}")
     assert failed.returncode == 2
     assert failed.stderr.startswith("cvtrain: error: 6 bad data files")
+
+
+@pytest.mark.slow
+def test_first_run_reports_the_background_scan_after_the_first_epoch(bad_root, tmp_path):
+    args = [
+        *("task=segmentation", "data=oxford_pets", f"data.root={bad_root}"),
+        *("data.image_size=[32,32]", "data.val_samples=2", "data.batch_size=4"),
+        *("model.width=0.25", "trainer.epochs=2", "trainer.prediction_images=0"),
+    ]
+    first = run_cli(*args, f"hydra.run.dir={tmp_path / 'first'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = first.stdout
+    order = [out.index(s) for s in ("first training step done", "Data problems", "epoch 2/2")]
+    assert order == sorted(order), out  # trained at once; the scan reported after epoch 1
+    listed = (tmp_path / "first" / BAD_FILES).read_text()
+    assert all(name in listed for name in EXPECTED)
+
+    second = run_cli(*args, f"hydra.run.dir={tmp_path / 'second'}")  # the scan is cached now
+    out = second.stdout
+    assert out.index("skipping 2 of 8 samples") < out.index("first training step done"), out
