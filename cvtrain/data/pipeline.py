@@ -6,15 +6,19 @@ Nothing holds the whole dataset in memory unless `data.cache=memory` asks for it
 
 from __future__ import annotations
 
+import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
+from PIL import Image
 
-from cvtrain.config import DataConfig
+from cvtrain.config import MAX_MASK_VALUE, DataConfig
 from cvtrain.data.augment import augment_dataset, is_enabled
-from cvtrain.data.index import FileIndex
+from cvtrain.data.index import IGNORED, FileIndex
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER_DECODED = 1024  # cap for shuffling decoded images after a cache
@@ -41,11 +45,55 @@ def decode_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     return resize_image(read_image(path), size)
 
 
-def decode_mask(path: tf.Tensor, size: tuple[int, int], offset: int) -> tf.Tensor:
-    """A label image as HxWx1 class ids (nearest-neighbour resize keeps labels exact)."""
-    mask = tf.io.decode_png(tf.io.read_file(path), channels=1)
-    mask = tf.image.resize(mask, size, method="nearest")
-    return tf.cast(mask, tf.int32) - offset
+UNMAPPED = -2  # a stored value that is neither a class's nor the ignored one
+_PNG_COLOUR_TYPE = 25  # byte offset of the colour type in a PNG (IHDR is always first)
+_PNG_PALETTE = b"\x03"
+
+
+def _palette_indices(contents: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(contents)) as mask:
+        return np.asarray(mask, np.uint8)[..., None]
+
+
+def read_mask(path: tf.Tensor) -> tf.Tensor:
+    """A mask's stored values as HxWx1 uint8. TensorFlow decodes a palette PNG to its colours
+    (and channels=1 to their gray levels), so palette PNGs are read as their indices by PIL."""
+    contents = tf.io.read_file(path)
+    palette = tf.strings.substr(contents, _PNG_COLOUR_TYPE, 1) == _PNG_PALETTE
+    mask = tf.cond(
+        palette,
+        lambda: tf.numpy_function(_palette_indices, [contents], tf.uint8, stateful=False),
+        lambda: tf.io.decode_png(contents, channels=1),
+    )
+    mask.set_shape([None, None, 1])
+    return mask
+
+
+def mask_table(values: int | Sequence[int], ignore: int | None = None) -> tf.Tensor:
+    """stored value -> class id: the position of the value in `values` (an int: the value of
+    class 0, the others following), IGNORED for `ignore`, UNMAPPED for any other value."""
+    if isinstance(values, int):
+        values = range(values, MAX_MASK_VALUE + 1)
+    table = np.full(MAX_MASK_VALUE + 1, UNMAPPED, np.int32)
+    table[list(values)] = np.arange(len(values))
+    if ignore is not None:
+        table[ignore] = IGNORED
+    return tf.constant(table)
+
+
+def decode_mask(
+    path: tf.Tensor, size: tuple[int, int], values: int | Sequence[int], ignore: int | None = None
+) -> tf.Tensor:
+    """A label image as HxWx1 int32 class ids at `size` (mask_table maps the stored values;
+    nearest-neighbour resize keeps labels exact). A mask storing any unmapped value comes back
+    UNMAPPED everywhere, whatever the resize would have kept, so the pipeline can drop it."""
+    ids = tf.gather(mask_table(values, ignore), tf.cast(read_mask(path), tf.int32))
+    ids = tf.where(tf.reduce_any(ids == UNMAPPED), UNMAPPED, ids)
+    return tf.image.resize(ids, size, method="nearest")
+
+
+def is_mapped(image: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_all(mask != UNMAPPED)
 
 
 AUTOTUNE_MIN_CORES = 5
@@ -78,7 +126,8 @@ def build_dataset(
     """Batches of (float32 images 0..255, targets) for `index`.
 
     Unreadable files that slipped past the index are dropped (`ignore_errors`) instead of
-    failing the epoch.
+    failing the epoch, and so are masks storing a value outside the mapping: masks hold class
+    ids 0..C-1 and IGNORED (-1) only.
     """
     size = tuple(cfg.image_size)
     targets = list(index.targets)
@@ -87,15 +136,18 @@ def build_dataset(
         ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
 
     if index.has_masks:
+        table = index.class_values, index.ignore_value
 
         def load(path, target):
-            return decode_image(path, size), decode_mask(target, size, index.mask_offset)
+            return decode_image(path, size), decode_mask(target, size, *table)
     else:
 
         def load(path, target):
             return decode_image(path, size), target
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+    if index.has_masks:
+        ds = ds.filter(is_mapped)
     if cfg.cache == "memory":
         ds = ds.cache()
     elif cfg.cache == "disk":

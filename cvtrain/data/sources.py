@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from cvtrain.config import DataConfig
@@ -15,6 +14,7 @@ from cvtrain.data.index import (
     sniff_image,
     split_index,
 )
+from cvtrain.data.mask_folder import with_mapping
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.registry import resolve
 
@@ -23,6 +23,8 @@ from cvtrain.registry import resolve
 SOURCES: dict[str, tuple[str, str]] = {
     "oxford_pets": (SEGMENTATION, "cvtrain.data.oxford_pets:load_index"),
     "synthetic_pets": (SEGMENTATION, "cvtrain.data.synthetic_pets:load_index"),
+    "mask_folder": (SEGMENTATION, "cvtrain.data.mask_folder:load_index"),
+    "voc": (SEGMENTATION, "cvtrain.data.voc:load_index"),
     "image_folder": (CLASSIFICATION, "cvtrain.data.image_folder:load_index"),
     "cats_vs_dogs": (CLASSIFICATION, "cvtrain.data.cats_vs_dogs:load_index"),
     "oxford_pets_species": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_species"),
@@ -52,8 +54,8 @@ def _loader(source: str, task: str) -> Callable[[DataConfig], FileIndex]:
 def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
     """The source's index with files that are not images dropped; returns (index, dropped)."""
     index = _loader(cfg.source, task)(cfg)
-    if cfg.mask_offset is not None:
-        index = replace(index, mask_offset=cfg.mask_offset)
+    if index.has_masks:
+        index = with_mapping(index, cfg)
     readable = [sniff_image(path) is not None for path in index.images]
     if not any(readable):
         raise DataError(f"none of the {len(index)} files in {index.root} is a readable image")
