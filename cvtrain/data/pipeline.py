@@ -50,8 +50,9 @@ _PNG_COLOUR_TYPE = 25  # byte offset of the colour type in a PNG (IHDR is always
 _PNG_PALETTE = b"\x03"
 
 
-def _palette_indices(contents: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(contents)) as mask:
+def _palette_indices(contents: np.ndarray) -> np.ndarray:
+    """A palette PNG's indices as HxWx1 uint8 (`contents`: the file's bytes, as numpy sees them)."""
+    with Image.open(io.BytesIO(np.asarray(contents).item())) as mask:
         return np.asarray(mask, np.uint8)[..., None]
 
 
