@@ -30,8 +30,9 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 CACHES = ("none", "memory", "disk")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
-EVAL_SPLITS = ("val", "train", "all")
+EVAL_SPLITS = ("val", "train", "all", "test")
 TRACKERS = ("none", "mlflow")
+MAX_MASK_VALUE = 255  # masks are read as 8-bit values (palette PNGs as their indices)
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -103,7 +104,16 @@ class DataConfig:
     autotune: bool | str = AUTO  # bool | Auto once validated
     verify: bool = True  # decode every file before training (cached by dataset fingerprint)
     on_bad: str = "skip"  # skip | error: what to do with files the verification rejects
-    mask_offset: int | None = None  # subtracted from mask values; null = the source's own
+    # Segmentation masks (mask_folder and its presets; null = the source's own): class names in
+    # id order, the stored mask value of each class, and a stored value left out of the loss and
+    # every metric. mask_offset=k is short for mask_values=[k, k+1, ...].
+    classes: list[str] | None = None
+    mask_values: list[int] | None = None
+    mask_offset: int | None = None
+    ignore_index: int | None = None
+    images_dir: str = "images"  # mask_folder: <root>/<images_dir>/* paired by file stem with
+    masks_dir: str = "masks"  # <root>/<masks_dir>/*.png; optional <root>/<splits_dir>/
+    splits_dir: str = "splits"  # {train,val,test}.txt (one stem a line) give the split
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -135,6 +145,46 @@ class DataConfig:
         _choice(self.cache, "data.cache", CACHES)
         self.autotune = _switch(self.autotune, "data.autotune")
         _choice(self.on_bad, "data.on_bad", ("skip", "error"))
+        self._check_mask_mapping()
+
+    def _check_mask_mapping(self) -> None:
+        if self.classes is not None:
+            _check(
+                len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes),
+                "data.classes",
+                f"{list(self.classes)} needs at least two distinct names",
+            )
+        stored = f"must be stored mask values 0..{MAX_MASK_VALUE} (8-bit PNG)"
+        if self.mask_values is not None:
+            values = list(self.mask_values)
+            _check(
+                len(set(values)) == len(values) and all(0 <= v <= MAX_MASK_VALUE for v in values),
+                "data.mask_values",
+                f"{values} {stored}, each once",
+            )
+            _check(
+                self.mask_offset is None,
+                "data.mask_offset",
+                f"{self.mask_offset} and data.mask_values both map mask values; set one of them",
+            )
+            _check(
+                self.classes is None or len(self.classes) == len(values),
+                "data.mask_values",
+                f"{values} needs one value per class: data.classes has {len(self.classes or ())}",
+            )
+            _check(
+                self.ignore_index not in values,
+                "data.ignore_index",
+                f"{self.ignore_index} is also in data.mask_values={values}",
+            )
+        if self.mask_offset is not None:
+            _check(self.mask_offset >= 0, "data.mask_offset", f"{self.mask_offset} must be >= 0")
+        if self.ignore_index is not None:
+            _check(
+                0 <= self.ignore_index <= MAX_MASK_VALUE,
+                "data.ignore_index",
+                f"{self.ignore_index} {stored}",
+            )
 
 
 @dataclass

@@ -23,6 +23,16 @@ def history_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def verified_split(cfg, run_dir: Path, *, defer: bool = False):
+    """What mode=train (defer) and mode=evaluate do: the split less its bad files, and the
+    background scan when one was started."""
+    from cvtrain.data.sources import load_split
+    from cvtrain.data.verify import checked_split
+
+    split, dropped = load_split(cfg.data, cfg.task.name)
+    return checked_split(split, dropped, cfg.data, run_dir, defer=defer)
+
+
 def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
     import keras
 

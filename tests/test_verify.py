@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_config, run_cli
+from helpers import verified_split
 from PIL import Image
 
 from cvtrain.data.sources import load_index, load_split
-from cvtrain.data.verify import checked_split, verify
+from cvtrain.data.verify import verify
 from cvtrain.errors import DataError
 from cvtrain.rundir import BAD_FILES
 
@@ -58,12 +59,6 @@ def bad_root(tmp_path) -> Path:
     return root
 
 
-def checked(cfg, run_dir: Path, *, defer: bool = False):
-    """What mode=train (defer) and mode=evaluate do: split, then leave out the bad files."""
-    split, dropped = load_split(cfg.data, "segmentation")
-    return checked_split(split, dropped, cfg.data, run_dir, defer=defer)
-
-
 def names(split) -> list[str]:
     return sorted(Path(p).stem for p in split.train.images + split.val.images)
 
@@ -81,7 +76,7 @@ def pets_config(root: Path, *extra: str):
 
 def test_every_bad_file_is_found_reported_and_skipped(bad_root, tmp_path):
     cfg = pets_config(bad_root)
-    split, scan = checked(cfg, tmp_path / "run")
+    split, scan = verified_split(cfg, tmp_path / "run")
     assert scan is None and names(split) == GOOD
 
     lines = (tmp_path / "run" / BAD_FILES).read_text().splitlines()
@@ -102,7 +97,7 @@ def test_every_bad_file_is_found_reported_and_skipped(bad_root, tmp_path):
 def test_on_bad_error_refuses_and_names_the_list(bad_root, tmp_path):
     cfg = pets_config(bad_root, "data.on_bad=error")
     with pytest.raises(DataError, match=r"6 bad data files \(listed in .*bad_files.txt"):
-        checked(cfg, tmp_path / "run", defer=True)  # never deferred: nothing trains first
+        verified_split(cfg, tmp_path / "run", defer=True)  # never deferred: nothing trains first
 
 
 def test_wrong_label_mapping_is_an_error_that_names_the_fix(tmp_path):
@@ -114,8 +109,8 @@ def test_wrong_label_mapping_is_an_error_that_names_the_fix(tmp_path):
     cfg = pets_config(root)
     for defer in (False, True):  # a deferred scan checks a sample of masks first
         with pytest.raises(DataError, match=r"values \{0, 1, 2\}.*set data.mask_offset=0"):
-            checked(cfg, tmp_path / "run", defer=defer)
-    split, _ = checked(pets_config(root, "data.mask_offset=0"), tmp_path)
+            verified_split(cfg, tmp_path / "run", defer=defer)
+    split, _ = verified_split(pets_config(root, "data.mask_offset=0"), tmp_path)
     assert len(split.train) + len(split.val) == 5
 
 
@@ -124,21 +119,21 @@ def test_the_split_does_not_depend_on_the_scan(bad_root, tmp_path):
     a first run (scan deferred) and a second (scan cached) train on the same split."""
     cfg = pets_config(bad_root)
     whole, _ = load_split(cfg.data, "segmentation")
-    split, _ = checked(cfg, tmp_path / "run")
+    split, _ = verified_split(cfg, tmp_path / "run")
     assert split.val.images == tuple(p for p in whole.val.images if Path(p).stem in GOOD)
     assert split.train.images == tuple(p for p in whole.train.images if Path(p).stem in GOOD)
 
 
 def test_a_first_run_scans_in_the_background_and_reports_at_the_end(bad_root, tmp_path):
     cfg = pets_config(bad_root)
-    split, scan = checked(cfg, tmp_path / "run", defer=True)
+    split, scan = verified_split(cfg, tmp_path / "run", defer=True)
     assert scan is not None
     assert not (tmp_path / "run" / BAD_FILES).exists()  # nothing decoded yet but a few masks
     bad = scan.finish()  # what the first epoch's end calls
     assert {Path(p).name for p in bad} == set(EXPECTED)
     found = (tmp_path / "run" / BAD_FILES).read_text()
     assert all(name in found for name in EXPECTED)
-    again, scan = checked(cfg, tmp_path / "run2", defer=True)  # cached: applied up front
+    again, scan = verified_split(cfg, tmp_path / "run2", defer=True)  # cached: applied up front
     assert scan is None and names(again) == GOOD
 
 

@@ -20,6 +20,9 @@ CLASSIFICATION = "classification"
 # augments and verifies them as images. A fact about the data, known before TensorFlow loads
 # (the Task objects of cvtrain.tasks import Keras).
 MASK_TASKS = frozenset({SEGMENTATION})
+# The class id of a mask pixel that no loss or metric counts (data.ignore_index): masks in the
+# pipeline hold class ids 0..C-1 and IGNORED only.
+IGNORED = -1
 
 # Leading bytes of the formats tf.io.decode_image reads, whatever the file extension says.
 _SIGNATURES = {
@@ -73,7 +76,10 @@ class FileIndex:
     targets: tuple
     class_names: tuple[str, ...]
     root: str = ""
-    mask_offset: int = 0  # subtracted from mask pixel values to get class ids
+    # Masks: the stored value of each class, in class order (empty = 0..C-1), and a stored value
+    # that is no class (ignored: -1 in the pipeline, scored by nothing).
+    mask_values: tuple[int, ...] = ()
+    ignore_value: int | None = None
     # Per-sample "train"/"validation"/"test" when the dataset comes split; empty = seeded split.
     subsets: tuple[str, ...] = ()
 
@@ -91,6 +97,17 @@ class FileIndex:
     @property
     def has_masks(self) -> bool:
         return self.task in MASK_TASKS
+
+    @property
+    def class_values(self) -> tuple[int, ...]:
+        """The stored mask value of each class, in class order."""
+        return self.mask_values or tuple(range(self.num_classes))
+
+    @property
+    def mask_offset(self) -> int | None:
+        """The value of class 0 when the classes are stored as consecutive values, else None."""
+        first = self.class_values[0]
+        return first if self.class_values == tuple(range(first, first + self.num_classes)) else None
 
     def take(self, order: Sequence[int]) -> FileIndex:
         return replace(
@@ -129,6 +146,7 @@ def _relative(path: str, root: str) -> str:
 class Split:
     train: FileIndex
     val: FileIndex
+    test: FileIndex | None = None  # only a dataset that comes split has one
 
 
 def split_index(
@@ -143,7 +161,8 @@ def split_index(
 
     `limit` keeps the first N samples of the shuffled order, so a quick run still sees every
     class rather than the alphabetically first ones. A dataset that comes split is used as given
-    (its test samples are held out of training), and the val settings are ignored.
+    (its test samples are held out of training, for `eval.split=test`), and the val settings
+    are ignored.
     """
     order = list(range(len(index)))
     random.Random(seed).shuffle(order)
@@ -175,4 +194,5 @@ def _given_split(index: FileIndex, order: list[int]) -> Split:
             f"{index.root} comes split but has {len(train)} train and {len(val)} validation "
             "samples (after data.limit); both need at least one"
         )
-    return Split(train=index.take(train), val=index.take(val))
+    test = [i for i in order if index.subsets[i] == "test"]
+    return Split(index.take(train), index.take(val), index.take(test) if test else None)

@@ -1,6 +1,7 @@
 """Oxford-IIIT Pet in its official layout: images/*.jpg and annotations/trimaps/*.png.
 
-Segmentation reads the trimaps; classification reads the label from the file name
+Segmentation reads the trimaps, as a mask folder (cvtrain.data.mask_folder) with its own
+folder names and mask values; classification reads the label from the file name
 (`<Breed>_<n>.jpg`, capitalised breeds are cats): species (cat vs dog) or the 37 breeds.
 """
 
@@ -10,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cvtrain.config import DataConfig
+from cvtrain.data import mask_folder
 from cvtrain.data.download import Remote, download_all, download_missing
-from cvtrain.data.index import CLASSIFICATION, SEGMENTATION, FileIndex
+from cvtrain.data.index import CLASSIFICATION, FileIndex
 from cvtrain.errors import DataError
 from cvtrain.paths import dataset_root
 
@@ -30,12 +32,13 @@ ARCHIVES = (
 )
 # Trimap pixel values 1 (pet), 2 (background), 3 (border) become classes 0, 1, 2.
 TRIMAP_CLASSES = ("pet", "background", "border")
-TRIMAP_OFFSET = 1
+TRIMAP_VALUES = (1, 2, 3)
+TRIMAPS = "annotations/trimaps"
 SPECIES = ("cat", "dog")
 
 
 def has_layout(root: Path) -> bool:
-    return (root / "images").is_dir() and (root / "annotations" / "trimaps").is_dir()
+    return (root / "images").is_dir() and (root / TRIMAPS).is_dir()
 
 
 def pet_images(root: Path) -> list[Path]:
@@ -43,19 +46,9 @@ def pet_images(root: Path) -> list[Path]:
     return [p for p in sorted((root / "images").glob("*.jpg")) if not p.name.startswith(".")]
 
 
-def trimap(root: Path, image: Path) -> Path:
-    return root / "annotations" / "trimaps" / f"{image.stem}.png"
-
-
 def image_mask_pairs(root: Path) -> list[tuple[Path, Path]]:
     """Every pet image with a trimap of the same stem."""
-    pairs = [(image, trimap(root, image)) for image in pet_images(root)]
-    return [(image, mask) for image, mask in pairs if mask.is_file()]
-
-
-def unpaired_images(root: Path) -> list[Path]:
-    """The pet images without a trimap (left out of the index; the data scan lists them)."""
-    return [image for image in pet_images(root) if not trimap(root, image).is_file()]
+    return mask_folder.pairs(root / "images", root / TRIMAPS)
 
 
 def breed(image: Path) -> str:
@@ -122,14 +115,4 @@ def index_labels(
 
 
 def index_root(root: Path) -> FileIndex:
-    pairs = image_mask_pairs(root)
-    if not pairs:
-        raise DataError(f"no images/*.jpg with a matching annotations/trimaps/*.png in {root}")
-    return FileIndex(
-        task=SEGMENTATION,
-        images=tuple(str(i) for i, _ in pairs),
-        targets=tuple(str(m) for _, m in pairs),
-        class_names=TRIMAP_CLASSES,
-        root=str(root),
-        mask_offset=TRIMAP_OFFSET,
-    )
+    return mask_folder.index_folders(root, "images", TRIMAPS, TRIMAP_CLASSES, TRIMAP_VALUES)

@@ -6,15 +6,19 @@ Nothing holds the whole dataset in memory unless `data.cache=memory` asks for it
 
 from __future__ import annotations
 
+import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
+from PIL import Image
 
-from cvtrain.config import DataConfig
+from cvtrain.config import MAX_MASK_VALUE, DataConfig
 from cvtrain.data.augment import augment_dataset, is_enabled
-from cvtrain.data.index import FileIndex
+from cvtrain.data.index import IGNORED, FileIndex
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER_DECODED = 1024  # cap for shuffling decoded images after a cache
@@ -41,22 +45,63 @@ def decode_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
     return resize_image(read_image(path), size)
 
 
+UNMAPPED = -2  # a stored value that is neither a class's nor the ignored one
+_PNG_COLOUR_TYPE = 25  # byte offset of the colour type in a PNG (IHDR is always first)
+_PNG_PALETTE = b"\x03"
+
+
+def _palette_indices(contents: np.ndarray) -> np.ndarray:
+    """A palette PNG's indices as HxWx1 uint8 (`contents`: the file's bytes, as numpy sees them)."""
+    with Image.open(io.BytesIO(np.asarray(contents).item())) as mask:
+        return np.asarray(mask, np.uint8)[..., None]
+
+
+def read_mask(path: tf.Tensor) -> tf.Tensor:
+    """A mask's stored values as HxWx1 uint8. TensorFlow decodes a palette PNG to its colours
+    (and channels=1 to their gray levels), so palette PNGs are read as their indices by PIL."""
+    contents = tf.io.read_file(path)
+    palette = tf.strings.substr(contents, _PNG_COLOUR_TYPE, 1) == _PNG_PALETTE
+    mask = tf.cond(
+        palette,
+        lambda: tf.numpy_function(_palette_indices, [contents], tf.uint8, stateful=False),
+        lambda: tf.io.decode_png(contents, channels=1),
+    )
+    mask.set_shape([None, None, 1])
+    return mask
+
+
+def mask_table(values: int | Sequence[int], ignore: int | None = None) -> tf.Tensor:
+    """stored value -> class id: the position of the value in `values` (an int: the value of
+    class 0, the others following), IGNORED for `ignore`, UNMAPPED for any other value."""
+    if isinstance(values, int):
+        values = range(values, MAX_MASK_VALUE + 1)
+    table = np.full(MAX_MASK_VALUE + 1, UNMAPPED, np.int32)
+    table[list(values)] = np.arange(len(values))
+    if ignore is not None:
+        table[ignore] = IGNORED
+    return tf.constant(table)
+
+
+def class_ids(mask: tf.Tensor, values: int | Sequence[int], ignore: int | None = None) -> tf.Tensor:
+    """Stored mask values as int32 class ids (mask_table); an error for any unmapped value, so
+    that `ignore_errors` drops the sample, whatever a resize would have kept of it."""
+    ids = tf.gather(mask_table(values, ignore), tf.cast(mask, tf.int32))
+    mapped = tf.debugging.assert_none_equal(ids, UNMAPPED, message="mask value not mapped")
+    with tf.control_dependencies([mapped]):
+        return tf.identity(ids)
+
+
 def decode_pair(
     image_path: tf.Tensor, mask_path: tf.Tensor, size: tuple[int, int], index: FileIndex
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """An image and its mask at `size`; an error (so `ignore_errors` drops the sample) if the
-    mask's size or values do not fit: training never sees a bad pair, scanned or not."""
-    image = read_image(image_path)
-    mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
-    ids = tf.cast(mask, tf.int32) - index.mask_offset
-    checks = [
-        tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2]),
-        tf.debugging.assert_non_negative(ids),
-        tf.debugging.assert_less(ids, index.num_classes),
-    ]
-    with tf.control_dependencies(checks):
-        ids = tf.image.resize(ids, size, method="nearest")
-    return resize_image(image, size), ids
+    """An image (uint8) and its mask (class ids, nearest-neighbour resize keeps them exact) at
+    `size`. A mask of another size than its image, or storing an unmapped value, is an error
+    (dropped by `ignore_errors`): training never sees a bad pair, scanned or not."""
+    image, mask = read_image(image_path), read_mask(mask_path)
+    same = tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2], message="mask size")
+    with tf.control_dependencies([same]):
+        ids = class_ids(mask, index.class_values, index.ignore_value)
+    return resize_image(image, size), tf.image.resize(ids, size, method="nearest")
 
 
 AUTOTUNE_MIN_CORES = 5
@@ -89,7 +134,8 @@ def build_dataset(
     """Batches of (float32 images 0..255, targets) for `index`.
 
     Unreadable files that slipped past the index are dropped (`ignore_errors`) instead of
-    failing the epoch.
+    failing the epoch, and so are masks of the wrong size or storing a value outside the
+    mapping: masks hold class ids 0..C-1 and IGNORED (-1) only.
     """
     size = tuple(cfg.image_size)
     targets = list(index.targets)

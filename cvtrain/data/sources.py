@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from cvtrain.config import DataConfig
 from cvtrain.data.index import (
@@ -14,6 +13,7 @@ from cvtrain.data.index import (
     sniff_image,
     split_index,
 )
+from cvtrain.data.mask_folder import with_mapping
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.registry import resolve
 
@@ -22,6 +22,8 @@ from cvtrain.registry import resolve
 SOURCES: dict[str, tuple[str, str]] = {
     "oxford_pets": (SEGMENTATION, "cvtrain.data.oxford_pets:load_index"),
     "synthetic_pets": (SEGMENTATION, "cvtrain.data.synthetic_pets:load_index"),
+    "mask_folder": (SEGMENTATION, "cvtrain.data.mask_folder:load_index"),
+    "voc": (SEGMENTATION, "cvtrain.data.voc:load_index"),
     "image_folder": (CLASSIFICATION, "cvtrain.data.image_folder:load_index"),
     "cats_vs_dogs": (CLASSIFICATION, "cvtrain.data.cats_vs_dogs:load_index"),
     "oxford_pets_species": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_species"),
@@ -51,8 +53,8 @@ def _loader(source: str, task: str) -> Callable[[DataConfig], FileIndex]:
 def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
     """The source's index with files that are not images dropped; returns (index, dropped)."""
     index = _loader(cfg.source, task)(cfg)
-    if cfg.mask_offset is not None:
-        index = replace(index, mask_offset=cfg.mask_offset)
+    if index.has_masks:
+        index = with_mapping(index, cfg)
     readable = [sniff_image(path) is not None for path in index.images]
     if not any(readable):
         raise DataError(f"none of the {len(index)} files in {index.root} is a readable image")
@@ -61,8 +63,8 @@ def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:
 
 
 def load_split(cfg: DataConfig, task: str) -> tuple[Split, list[str]]:
-    """The seeded split of the readable images (bad files are left out of it afterwards by
-    cvtrain.data.verify.checked_split, so fixing a file never reshuffles the split)."""
+    """The split of the readable images: given by the dataset, or seeded. Bad files are left
+    out of it afterwards (cvtrain.data.verify.checked_split), so fixing one reshuffles nothing."""
     index, dropped = load_index(cfg, task)
     split = split_index(
         index,

@@ -37,7 +37,7 @@ from cvtrain import rundir
 from cvtrain.config import DataConfig
 from cvtrain.console import console
 from cvtrain.data.index import FileIndex, Split, sniff_image
-from cvtrain.data.oxford_pets import unpaired_images
+from cvtrain.data.mask_folder import unpaired
 from cvtrain.errors import DataError
 from cvtrain.paths import data_cache_dir
 
@@ -98,9 +98,9 @@ def _check_sample(image: str, target, mask: bool) -> tuple[list[Problem], list[i
 
 
 def _values(mask: Image.Image) -> list[int]:
-    """The distinct values of a label image, as the pipeline's decode_png(channels=1) sees it."""
-    if mask.mode not in ("L", "I", "I;16"):
-        mask = mask.convert("L")
+    """The distinct values of a label image, as the pipeline reads it (palette PNGs: indices)."""
+    if mask.mode not in ("L", "I", "I;16", "P"):
+        mask = mask.convert("L")  # what the pipeline's decode_png(channels=1) sees
     return np.unique(np.asarray(mask)).tolist()
 
 
@@ -111,7 +111,7 @@ def _mask_values(path: str) -> list[int] | None:
 
 def _fingerprint(index: FileIndex, dropped: list[str]) -> str:
     """The same files (sizes, mtimes) in any order: the same scan."""
-    h = hashlib.sha256(f"{CHECKS_VERSION}:{index.mask_offset}:{index.num_classes}".encode())
+    h = hashlib.sha256(f"{CHECKS_VERSION}:{index.class_values}:{index.ignore_value}".encode())
     for path in sorted({*index.images, *map(str, index.targets), *dropped}):
         try:
             st = os.stat(path)
@@ -121,36 +121,48 @@ def _fingerprint(index: FileIndex, dropped: list[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def _unpaired_images(index: FileIndex) -> list[str]:
-    """Images in an Oxford-layout folder that the index left out for lack of a mask."""
-    root = Path(index.root)
-    if not index.has_masks or not (root / "images").is_dir():
+def _unpaired_images(index: FileIndex, dropped: list[str]) -> list[str]:
+    """Images in the index's image folder without a mask, which the index left out (a dataset
+    split by lists, such as VOC's, leaves out images on purpose)."""
+    if not index.has_masks or index.subsets or not index.images:
         return []
-    return [str(p) for p in unpaired_images(root)]
+    images, masks = Path(index.images[0]).parent, Path(str(index.targets[0])).parent
+    return [str(p) for p in unpaired(images, masks) if str(p) not in dropped]
 
 
 def _label_preflight(index: FileIndex, values: list[list[int] | None]) -> list[int]:
-    """Indices of masks with values outside the classes; DataError if that is most of them,
-    which means the value mapping (data.mask_offset) is wrong, not the files."""
-    lo, hi = index.mask_offset, index.mask_offset + index.num_classes - 1
+    """Indices of masks with values outside the mapping; DataError if that is most of them,
+    which means the value mapping (data.mask_values) is wrong, not the files."""
+    allowed = {*index.class_values, index.ignore_value} - {None}
     seen = [(i, v) for i, v in enumerate(values) if v is not None]
-    bad = [i for i, v in seen if v and (min(v) < lo or max(v) > hi)]
+    bad = [i for i, v in seen if set(v) - allowed]
     if seen and len(bad) * 2 > len(seen):
-        raw = sorted({x for _, v in seen for x in v})
-        mapped = sorted({x - index.mask_offset for x in raw})
-        fix = (
-            f"set data.mask_offset={raw[0]} to map them to 0..{raw[-1] - raw[0]}"
-            if raw[-1] - raw[0] < index.num_classes
-            else f"no offset maps {len(raw)} values onto {index.num_classes} classes; "
-            "remap the masks' values (or pick a data source with more classes)"
-        )
+        raw = sorted({x for _, v in seen for x in v} - {index.ignore_value})
+        n = index.num_classes
+        if raw[-1] - raw[0] < n:
+            consecutive = list(range(raw[0], raw[0] + n))
+            fix = f"set data.mask_offset={raw[0]} (that is, data.mask_values={consecutive})"
+        elif len(raw) == n:
+            fix = f"set data.mask_values to {raw} in the order of data.classes"
+        else:
+            fix = (
+                f"{len(raw)} values cannot be {n} classes: list the classes in data.classes, "
+                "their values in data.mask_values, and a value no class has in data.ignore_index"
+            )
         raise DataError(
-            f"{len(bad)} of {len(seen)} masks have values outside the {index.num_classes} "
-            f"classes: mask values {_short(raw)} become {_short(mapped)} after subtracting "
-            f"data.mask_offset={index.mask_offset}, but classes are 0..{index.num_classes - 1}; "
-            f"{fix}"
+            f"{len(bad)} of {len(seen)} masks have values outside the mapping: mask values "
+            f"{_short(raw)}, but the {n} classes ({', '.join(index.class_names)}) are stored as "
+            f"{_describe(index)}; {fix}"
         )
     return bad
+
+
+def _describe(index: FileIndex) -> str:
+    """The stored values the mapping accepts: `1..3`, `{0, 255}`, `0..20 (255 ignored)`."""
+    values = index.class_values
+    offset = index.mask_offset
+    text = f"{offset}..{offset + len(values) - 1}" if offset is not None else _short(list(values))
+    return text if index.ignore_value is None else f"{text} ({index.ignore_value} ignored)"
 
 
 def _short(values: list[int]) -> str:
@@ -181,17 +193,16 @@ def scan(
             bar.advance(task)
     problems = [p for found, _ in results for p in found]
     for i in _label_preflight(index, [values for _, values in results]):
-        lo = index.mask_offset
-        extra = sorted(set(results[i][1]) - set(range(lo, lo + index.num_classes)))
+        extra = sorted(set(results[i][1]) - {*index.class_values, index.ignore_value})
         problems.append(
             Problem(
                 str(index.targets[i]),
                 "mask values",
-                f"values {_short(extra)} outside {lo}..{lo + index.num_classes - 1}",
+                f"values {_short(extra)} outside {_describe(index)}",
             )
         )
     problems += [_open_image(p)[1] or Problem(p, "not an image") for p in dropped]
-    problems += [Problem(p, "no mask", "no trimap") for p in _unpaired_images(index)]
+    problems += [Problem(p, "no mask") for p in _unpaired_images(index, dropped)]
     return problems
 
 
@@ -282,12 +293,13 @@ def checked_index(
 
 
 def without(split: Split, bad: set[str]) -> Split:
-    """`split` less the samples with a bad file; DataError if a part is left empty."""
+    """`split` less the samples with a bad file; DataError if training or validation is left
+    empty."""
     train, val = _good(split.train, bad), _good(split.val, bad)
     for name, part in (("training", train), ("validation", val)):
         if not len(part):
             raise DataError(f"every {name} sample has a bad file (see bad_files.txt); fix them")
-    return Split(train, val)
+    return Split(train, val, None if split.test is None else _good(split.test, bad))
 
 
 SAMPLE_MASKS = 32  # masks decoded before a deferred scan, so a wrong value mapping fails at once
@@ -300,6 +312,8 @@ def checked_split(
     data.on_bad=skip) an uncached scan runs in the background instead: the split comes back
     whole, with the scan to finish when the first epoch ends."""
     samples = split.train.joined(split.val)
+    if split.test is not None:
+        samples = samples.joined(split.test)
     cache = _cache_path(samples, dropped)
     if defer and cfg.on_bad == "skip" and not cache.is_file():
         _check_mapping(samples)

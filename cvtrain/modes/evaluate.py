@@ -38,13 +38,22 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> dict:
 
 
 def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
-    """The files of `eval.split` (val, train or all), split exactly as training split them
-    (bad files dropped first, as training drops them; their list goes to `out_dir`)."""
+    """The files of `eval.split` (val, train, all = both, or test where the data comes with
+    one), split exactly as training split them (bad files left out, as training leaves them
+    out; their list goes to `out_dir`)."""
     split, dropped = load_split(cfg.data, cfg.task.name)
     if cfg.data.verify:
         split, _ = checked_split(split, dropped, cfg.data, out_dir)
     if dropped:
         log.warning("skipped %d files that are not images", len(dropped))
+    if cfg.eval.split == "test":
+        if split.test is None:
+            raise ConfigError(
+                f"eval.split=test: data={cfg.data.source} at {split.train.root} has no test split "
+                "(image_folder: <root>/test/<class>/; mask_folder: <root>/"
+                f"{cfg.data.splits_dir}/test.txt); use eval.split=val"
+            )
+        return split.test
     if cfg.eval.split == "val":
         return split.val
     if cfg.eval.split == "train":

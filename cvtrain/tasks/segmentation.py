@@ -10,7 +10,7 @@ import numpy as np
 from cvtrain import plots, rundir
 from cvtrain.callbacks import PredictionImages
 from cvtrain.config import RunConfig
-from cvtrain.data.index import SEGMENTATION
+from cvtrain.data.index import IGNORED, SEGMENTATION
 from cvtrain.modes.predict import MASKS, OVERLAYS, check_unique_names
 from cvtrain.scores import PixelScorer
 from cvtrain.tasks.base import Task
@@ -25,9 +25,11 @@ class Segmentation(Task):
     ignore_class = True
 
     def loss_and_metrics(self, num_classes):
-        return "sparse_categorical_crossentropy", [
+        return keras.losses.SparseCategoricalCrossentropy(ignore_class=IGNORED), [
             keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
-            keras.metrics.MeanIoU(num_classes=num_classes, sparse_y_pred=False, name="mean_iou"),
+            keras.metrics.MeanIoU(
+                num_classes=num_classes, sparse_y_pred=False, ignore_class=IGNORED, name="mean_iou"
+            ),
         ]
 
     def epoch_callback(self, samples, val_ds, class_names, log_dir):
