@@ -56,15 +56,15 @@ def plain_keras_seconds(cfg, arrays) -> tuple[list[float], int]:
     """What a user would write by hand: build, compile, fit on numpy."""
     import keras
 
+    from cvtrain.data.oxford_pets import TRIMAP_CLASSES
     from cvtrain.models import build_model
     from cvtrain.tasks import get_task
 
     (x, y), (xv, yv) = arrays
     keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.trainer.seed)
-    num_classes = 3
-    model = build_model(cfg.model, x.shape[1:], num_classes)
-    loss, metrics = get_task(cfg.task.name).loss_and_metrics(num_classes)
+    model = build_model(cfg.model, x.shape[1:], len(TRIMAP_CLASSES))
+    loss, metrics = get_task(cfg.task.name).loss_and_metrics(TRIMAP_CLASSES, cfg.loss, None)
     model.compile(keras.optimizers.RMSprop(cfg.optimizer.lr), loss=loss, metrics=metrics)
     clock = epoch_clock()()
     model.fit(

@@ -79,12 +79,19 @@ def _check_sample(image: str, target, mask: bool) -> tuple[list[Problem], list[i
         problems.append(
             Problem(str(target), "mask size", f"{mask.size[0]}x{mask.size[1]}, image {w}x{h}")
         )
+    return problems, np.unique(mask_values(mask)).tolist()
+
+
+def mask_values(mask: Image.Image) -> np.ndarray:
+    """A mask's raw values as the pipeline's decode_png(channels=1) sees them."""
     if mask.mode not in ("L", "I", "I;16"):
-        mask = mask.convert("L")  # what the pipeline's decode_png(channels=1) sees
-    return problems, np.unique(np.asarray(mask)).tolist()
+        mask = mask.convert("L")
+    return np.asarray(mask)
 
 
-def _fingerprint(index: FileIndex, dropped: list[str]) -> str:
+def fingerprint(index: FileIndex, dropped: list[str]) -> str:
+    """A key for what was read from these files: their paths, sizes and mtimes, and the label
+    mapping (a rescan's or a pixel count's cache)."""
     h = hashlib.sha256(f"{CHECKS_VERSION}:{index.mask_offset}:{index.num_classes}".encode())
     for path in [*index.images, *map(str, index.targets), *dropped]:
         try:
@@ -176,7 +183,7 @@ def verify(
     index: FileIndex, dropped: list[str], run_dir: Path, *, use_cache: bool = True
 ) -> Report:
     """Scan (or reuse the cached scan of) `index`; write bad_files.txt and print the table."""
-    cache = data_cache_dir() / "verify" / f"{_fingerprint(index, dropped)}.json"
+    cache = data_cache_dir() / "verify" / f"{fingerprint(index, dropped)}.json"
     cached = use_cache and cache.is_file()
     if cached:
         problems = [Problem(**p) for p in rundir.read_json(cache)]

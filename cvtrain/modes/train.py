@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from cvtrain import class_weights
 from cvtrain.config import RunConfig
 from cvtrain.data.sources import load_split
 from cvtrain.resume import check_compatible
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
     # Data errors (and bad files, data.verify) surface before TF loads.
     split, dropped = load_split(cfg.data, cfg.task.name, verify_in=run_dir)
+    class_weights.check(cfg.loss, split.train.class_names)
     # The one resume check: a resume that cannot work is refused before TF loads, too.
     state = check_compatible(run_dir, cfg, split.train.num_classes)
     if dropped:
