@@ -92,7 +92,8 @@ def save_curves(history: dict[str, list[float]], path: Path) -> None:
     if classes:
         ax = axes[0][-1]
         for key in classes:
-            ax.plot(np.arange(1, len(history[key]) + 1), history[key], "o-", label=key.removeprefix(prefix))
+            epochs = np.arange(1, len(history[key]) + 1)
+            ax.plot(epochs, history[key], "o-", label=key.removeprefix(prefix))
         _label(ax, "validation IoU per class")
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(history[name]) + 1)
