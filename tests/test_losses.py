@@ -112,6 +112,7 @@ def test_pixel_metrics_come_from_one_matrix_without_ignored_pixels():
     labels, probs = labelled()
     matrix = 2 * confusion(labels, probs.argmax(-1), 3)
     want = segmentation_metrics(matrix, 0.0, NAMES)
+    np.testing.assert_array_equal(np.asarray(metrics[0].counts), matrix)  # counted once
     assert list(got) == ["pixel_accuracy", "mean_iou", "iou_pet", "iou_background", "iou_border"]
     assert got["pixel_accuracy"] == pytest.approx(want["pixel_accuracy"])  # 3 of 5, not 3 of 6
     assert got["mean_iou"] == pytest.approx(want["mean_iou"])
@@ -120,6 +121,18 @@ def test_pixel_metrics_come_from_one_matrix_without_ignored_pixels():
     assert got["iou_border"] == 0  # the ignored pixel predicted as border is not a false border
     metrics[0].reset_state()
     assert float(metrics[1].result()) == 0.0
+
+
+def test_a_class_in_neither_truth_nor_prediction_is_left_out_of_mean_iou():
+    from cvtrain.pixel_metrics import pixel_metrics
+
+    metrics = pixel_metrics((*NAMES, "tail"))
+    for metric in metrics:
+        metric.update_state(LABELS, np.pad(PROBS, [(0, 0), (0, 0), (0, 0), (0, 1)]))
+    got = {m.name: float(m.result()) for m in metrics}
+    labels, probs = labelled()
+    want = segmentation_metrics(confusion(labels, probs.argmax(-1), 3), 0.0, NAMES)
+    assert got["mean_iou"] == pytest.approx(want["mean_iou"]) and got["iou_tail"] == 0
 
 
 def write_masks(root, masks: list[np.ndarray]) -> FileIndex:
