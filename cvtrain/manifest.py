@@ -124,7 +124,10 @@ def write(
             "precision": precision,
             "model": cfg.model.name,
             "parameters": parameters,
-            "loss": {"name": cfg.loss.name, "class_weights": class_weights and list(class_weights)},
+            "loss": {
+                "name": cfg.loss.name,
+                "class_weights": list(class_weights) if class_weights else None,
+            },
             "dataset": dataset_fingerprint(split),
         },
     )

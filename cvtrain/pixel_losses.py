@@ -51,7 +51,9 @@ class PixelLoss(keras.losses.Loss):
         labels, probs, labelled = labelled_pixels(y_true, y_pred)
         classes = y_pred.shape[-1]
         weights = ops.convert_to_tensor(self.class_weights or [1.0] * classes, probs.dtype)
-        return self.pixel_loss(labels, probs, labelled, weights)
+        # The batch's loss as a 1-vector, not a scalar: Keras divides a reduced loss by the
+        # replicas under tf.distribute (which sums their gradients) but passes scalars through.
+        return ops.reshape(self.pixel_loss(labels, probs, labelled, weights), (1,))
 
     def pixel_loss(self, labels, probs, labelled, weights):
         raise NotImplementedError
