@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain.errors import ConfigError
 from cvtrain.export_formats import FORMATS
+from cvtrain.losses import LOSSES, check_loss
 from cvtrain.models import MODELS, check_model
 from cvtrain.models.backbone_specs import BACKBONES
 from cvtrain.modes import MODES
@@ -240,6 +241,39 @@ class OptimizerConfig:
         _check(self.lr > 0, "optimizer.lr", f"{self.lr} must be > 0")
 
 
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+@dataclass
+class LossConfig:
+    """`loss=`: the training loss (cvtrain/losses.py) and per-class weights for it."""
+
+    name: str = "crossentropy"
+    gamma: float = 2.0  # focal: how much well-classified pixels are discounted
+    # none | balanced (from the training masks' pixel counts) | [w0, w1, ...] one per class
+    class_weights: Any = "none"  # str | list[float] once validated
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "loss.name", tuple(LOSSES))
+        _check(self.gamma >= 0, "loss.gamma", f"{self.gamma} must be >= 0")
+        weights = "none" if self.class_weights is None else self.class_weights
+        if isinstance(weights, str):
+            self.class_weights = weights
+            _choice(weights, "loss.class_weights", CLASS_WEIGHTS)
+            return
+        _check(
+            isinstance(weights, list | tuple)
+            and bool(weights)
+            and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
+            and min(weights) >= 0
+            and max(weights) > 0,
+            "loss.class_weights",
+            f"{weights} must be none, balanced or [w0,w1,...]: one weight >= 0 per class, "
+            "not all 0",
+        )
+        self.class_weights = [float(w) for w in weights]
+
+
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
@@ -382,6 +416,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: Any = None  # evaluate/predict/export/explain: a run dir, or a list (an ensemble)
@@ -401,8 +436,9 @@ class RunConfig:
             from cvtrain.data.sources import check_source  # it imports this module
 
             check_source(self.data.source, self.task.name)
-        if self.mode == "train":  # the model must fit the data and the task
+        if self.mode == "train":  # the model and the loss must fit the data and the task
             check_model(self.model, tuple(self.data.image_size), self.task.name)
+            check_loss(self.loss, self.task.name)
         if self.mode == "export":  # an optional extra the format needs
             export_format = FORMATS[self.format]
             missing = [m for m in export_format.needs if find_spec(m) is None]

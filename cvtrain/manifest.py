@@ -8,6 +8,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -99,7 +100,15 @@ def command() -> str:
     return shlex.join(["cvtrain", *overrides])
 
 
-def write(path: Path, cfg: RunConfig, split: Split, precision: str, parameters: int) -> None:
+def write(
+    path: Path,
+    cfg: RunConfig,
+    split: Split,
+    precision: str,
+    parameters: int,
+    class_weights: Sequence[float] | None,
+) -> None:
+    """`class_weights`: what the loss was given (loss.class_weights resolved; None: unweighted)."""
     rundir.write_json(
         path,
         {
@@ -115,6 +124,10 @@ def write(path: Path, cfg: RunConfig, split: Split, precision: str, parameters: 
             "precision": precision,
             "model": cfg.model.name,
             "parameters": parameters,
+            "loss": {
+                "name": cfg.loss.name,
+                "class_weights": list(class_weights) if class_weights else None,
+            },
             "dataset": dataset_fingerprint(split),
         },
     )

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cvtrain.rundir import write_atomic  # noqa: E402
+from cvtrain.scores import CLASS_IOU  # noqa: E402
 
 # pet, background, border (and more for other datasets), as RGB
 PALETTE = np.array(
@@ -80,20 +81,35 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str]) -> plt.F
 
 
 def save_curves(history: dict[str, list[float]], path: Path) -> None:
-    """Loss and each metric per epoch, train vs validation, one panel each."""
-    names = [k for k in history if not k.startswith("val_") and k not in ("epoch", "learning_rate")]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False)
+    """Loss and each metric per epoch, train vs validation, one panel each; the per-class IoUs
+    (validation) share one last panel."""
+    skip = ("val_", CLASS_IOU)
+    names = [k for k in history if not k.startswith(skip) and k not in ("epoch", "learning_rate")]
+    prefix = f"val_{CLASS_IOU}"
+    classes = [k for k in history if k.startswith(prefix)]
+    panels = len(names) + bool(classes)
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.4), squeeze=False)
+    if classes:
+        ax = axes[0][-1]
+        for key in classes:
+            epochs = np.arange(1, len(history[key]) + 1)
+            ax.plot(epochs, history[key], "o-", label=key.removeprefix(prefix))
+        _label(ax, "validation IoU per class")
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(history[name]) + 1)
         ax.plot(epochs, history[name], "o-", label="train")
         if f"val_{name}" in history:
             ax.plot(epochs, history[f"val_{name}"], "s-", label="validation")
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        _label(ax, name)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _label(ax: plt.Axes, title: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
 
 
 def save_segmentation_predictions(

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from cvtrain import rundir
 from cvtrain.config import RunConfig, to_dict
 from cvtrain.errors import ConfigError
+from cvtrain.losses import LOSSES
 from cvtrain.models import MODELS
 
 
@@ -54,10 +55,13 @@ def save(run_dir: Path, state: ResumeState) -> None:
 
 def fixed_settings(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
     """Settings the saved weights and optimizer state depend on (flat keys, as overrides):
-    the model.* keys the chosen model reads, but not `weights`, which only starts a run."""
-    model = to_dict(cfg)["model"]
+    the model.* keys the chosen model reads, but not `weights`, which only starts a run; and
+    the loss.* keys the loss reads, since the best val_loss and early stopping carried over
+    compare values of that loss (another loss's numbers are not better or worse)."""
+    tree = to_dict(cfg)
     keys = [k for k in MODELS[cfg.model.name].settings if k != "weights"]
-    fixed = {f"model.{k}": model[k] for k in keys}
+    fixed = {f"model.{k}": tree["model"][k] for k in keys}
+    fixed.update({f"loss.{k}": tree["loss"][k] for k in LOSSES[cfg.loss.name].settings})
     fixed.update(
         {
             "task.name": cfg.task.name,
@@ -81,8 +85,8 @@ def check_compatible(run_dir: Path, cfg: RunConfig, num_classes: int) -> ResumeS
         what = ", ".join(f"{k}={state.fixed[k]} (now {now[k]})" for k in changed)
         raise ConfigError(
             f"{run_dir} was trained with {what}; a resumed run keeps its task, model, image "
-            "size, optimizer and classes. Drop those overrides to continue it, or start a new "
-            "run (without hydra.run.dir/resume=)"
+            "size, optimizer, loss and classes. Drop those overrides to continue it, or start a "
+            "new run (without hydra.run.dir/resume=)"
         )
     return state
 

@@ -8,6 +8,7 @@ own validation split reproduces its logged val_ metrics.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,11 @@ import numpy as np
 from cvtrain.tasks.base import classifier_units
 
 EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] in its cross-entropies
+CLASS_IOU = "iou_"  # training logs each class's IoU as iou_<class>: val_iou_border
+
+
+def class_iou_name(class_name: str) -> str:
+    return CLASS_IOU + re.sub(r"\W+", "_", class_name)
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cvtrain import custom_loop, manifest, plots, resume, rundir, tracking
+from cvtrain import class_weights, custom_loop, manifest, plots, resume, rundir, tracking
 from cvtrain.callbacks import BestCheckpoint, RichProgress
 from cvtrain.config import RunConfig, TrainerConfig
 from cvtrain.data.index import FileIndex, Split
@@ -152,7 +152,8 @@ def _train(
     precision = setup_runtime(cfg.trainer)
     task = get_task(cfg.task.name)
     inputs = build_inputs(cfg, split, run_dir)
-    model = build_and_compile(cfg, task, split, inputs.steps, strategy)
+    weights = class_weights.resolve(cfg.loss, split.train)
+    model = build_and_compile(cfg, task, split, inputs.steps, strategy, weights)
     log.info(
         "model %s: %s parameters, precision %s, %d replicas, %d train / %d val samples",
         model.name,
@@ -162,7 +163,7 @@ def _train(
         len(split.train),
         len(split.val),
     )
-    manifest.write(run_dir / rundir.MANIFEST, cfg, split, precision, model.count_params())
+    manifest.write(run_dir / rundir.MANIFEST, cfg, split, precision, model.count_params(), weights)
     checkpoint = continue_from(state, state_dir, run_dir, model, cfg, strategy)
     callbacks = build_callbacks(cfg, task, inputs, run_dir, checkpoint, state, extra_callbacks)
     fit(cfg, model, strategy, inputs, callbacks, state, precision, state_dir)
@@ -175,12 +176,18 @@ def build_inputs(cfg: RunConfig, split: Split, run_dir: Path) -> Inputs:
 
 
 def build_and_compile(
-    cfg: RunConfig, task: Task, split: Split, steps: int, strategy: tf.distribute.Strategy
+    cfg: RunConfig,
+    task: Task,
+    split: Split,
+    steps: int,
+    strategy: tf.distribute.Strategy,
+    weights: Sequence[float] | None = None,
 ) -> keras.Model:
-    num_classes = split.train.num_classes
+    """The model compiled with the task's loss (`weights`: class_weights.resolve's) and metrics."""
+    class_names = split.train.class_names
     with strategy.scope():  # variables mirrored on every replica; data.batch_size is global
-        model = build_model(cfg.model, (*cfg.data.image_size, 3), num_classes)
-        loss, metrics = task.loss_and_metrics(num_classes)
+        model = build_model(cfg.model, (*cfg.data.image_size, 3), len(class_names))
+        loss, metrics = task.loss_and_metrics(class_names, cfg.loss, weights)
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
             loss=loss,

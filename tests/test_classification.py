@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_picture, make_config, run_cli, tiny_classification
 from PIL import Image
 
-from cvtrain.config import AugmentConfig, ModelConfig
+from cvtrain.config import AugmentConfig, LossConfig, ModelConfig
 from cvtrain.data import cats_vs_dogs, synthetic_shapes
 from cvtrain.data.download import Remote
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
@@ -79,7 +79,8 @@ def test_head_follows_the_number_of_classes(num_classes):
 
     model = build("residual_convnet", (32, 32, 3), num_classes, filters=[8, 16], width=1.0)
     probs = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
-    loss, metrics = get_task(CLASSIFICATION).loss_and_metrics(num_classes)
+    class_names = [f"class{i}" for i in range(num_classes)]
+    loss, metrics = get_task(CLASSIFICATION).loss_and_metrics(class_names, LossConfig(), None)
     names = [m.name for m in metrics]
     if num_classes == 2:
         assert probs.shape == (2, 1) and loss == "binary_crossentropy"

@@ -35,6 +35,16 @@ def test_curves_show_loss_and_metrics_train_vs_validation(figures, tmp_path):
         assert lines == {"train": history[name], "validation": history[f"val_{name}"]}
 
 
+def test_per_class_iou_shares_one_validation_panel(figures, tmp_path):
+    history = {"loss": [1.0], "iou_pet": [0.5], "val_loss": [1.1]}
+    history |= {"val_iou_pet": [0.4], "val_iou_border": [0.0]}
+    plots.save_curves(history, tmp_path / "curves.png")
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "validation IoU per class"]
+    lines = {line.get_label(): list(line.get_ydata()) for line in fig.axes[1].get_lines()}
+    assert lines == {"pet": [0.4], "border": [0.0]}
+
+
 def test_segmentation_predictions_show_input_true_and_predicted_mask(figures, tmp_path):
     images = np.zeros((2, 8, 8, 3), np.float32)
     truths = np.zeros((2, 8, 8), np.int32)

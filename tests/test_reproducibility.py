@@ -84,7 +84,7 @@ def test_manifest_records_code_versions_devices_and_data(pets_root, tmp_path):
 
     cfg = make_config(*tiny_segmentation(pets_root, "trainer.seed=5"))
     split, _ = load_split(cfg.data, cfg.task.name)
-    write(tmp_path / "manifest.json", cfg, split, "float32", 1234)
+    write(tmp_path / "manifest.json", cfg, split, "float32", 1234, None)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
 
     assert manifest["seed"] == 5 and manifest["parameters"] == 1234

@@ -94,23 +94,24 @@ def _check_sample(image: str, target, mask: bool) -> tuple[list[Problem], list[i
         problems.append(
             Problem(str(target), "mask size", f"{mask.size[0]}x{mask.size[1]}, image {w}x{h}")
         )
-    return problems, _values(mask)
+    return problems, np.unique(mask_values(mask)).tolist()
 
 
-def _values(mask: Image.Image) -> list[int]:
-    """The distinct values of a label image, as the pipeline reads it (palette PNGs: indices)."""
+def mask_values(mask: Image.Image) -> np.ndarray:
+    """A mask's raw values as the pipeline reads them (palette PNGs: their indices)."""
     if mask.mode not in ("L", "I", "I;16", "P"):
         mask = mask.convert("L")  # what the pipeline's decode_png(channels=1) sees
-    return np.unique(np.asarray(mask)).tolist()
+    return np.asarray(mask)
 
 
 def _mask_values(path: str) -> list[int] | None:
     mask, problem = _open_image(path)
-    return None if problem else _values(mask)
+    return None if problem else np.unique(mask_values(mask)).tolist()
 
 
-def _fingerprint(index: FileIndex, dropped: list[str]) -> str:
-    """The same files (sizes, mtimes) in any order: the same scan."""
+def fingerprint(index: FileIndex, dropped: list[str]) -> str:
+    """A key for what was read from these files, in any order: their paths, sizes and mtimes,
+    and the label mapping (a scan's or a pixel count's cache)."""
     h = hashlib.sha256(f"{CHECKS_VERSION}:{index.class_values}:{index.ignore_value}".encode())
     for path in sorted({*index.images, *map(str, index.targets), *dropped}):
         try:
@@ -207,7 +208,7 @@ def scan(
 
 
 def _cache_path(index: FileIndex, dropped: list[str]) -> Path:
-    return data_cache_dir() / "verify" / f"{_fingerprint(index, dropped)}.json"
+    return data_cache_dir() / "verify" / f"{fingerprint(index, dropped)}.json"
 
 
 def _scan_and_cache(index: FileIndex, dropped: list[str], cache: Path, progress: bool) -> None:

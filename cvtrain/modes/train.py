@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from cvtrain import class_weights
 from cvtrain.config import RunConfig
 from cvtrain.data.sources import load_split
 from cvtrain.data.verify import checked_split
@@ -18,6 +19,7 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
     # Data errors surface before TF loads; an uncached scan for bad files (data.verify) runs
     # beside the first epoch.
     split, dropped = load_split(cfg.data, cfg.task.name)
+    class_weights.check(cfg.loss, split.train.class_names)
     scan = None
     if cfg.data.verify:
         split, scan = checked_split(split, dropped, cfg.data, run_dir, defer=True)

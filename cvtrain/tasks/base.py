@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from cvtrain.config import RunConfig
+    from cvtrain.config import LossConfig, RunConfig
 
 # (input file, HxWx3 uint8 image at its own size, class probabilities) per predicted image
 Prediction = tuple[Path, np.ndarray, np.ndarray]
@@ -65,8 +65,15 @@ class Task(ABC):
     ignore_class: ClassVar[bool] = False  # evaluation can leave a class out (eval.ignore_class)
 
     @abstractmethod
-    def loss_and_metrics(self, num_classes: int) -> tuple[str, list[keras.metrics.Metric]]:
-        """What model.compile gets: the loss and the metrics training logs."""
+    def loss_and_metrics(
+        self,
+        class_names: Sequence[str],
+        loss: LossConfig,
+        class_weights: Sequence[float] | None,
+    ) -> tuple[keras.losses.Loss | str, list[keras.metrics.Metric]]:
+        """What model.compile gets: the loss `loss` names (validated for this task by
+        cvtrain.losses.check_loss), weighted by `class_weights` if given, and the metrics
+        training logs."""
 
     @abstractmethod
     def epoch_callback(

@@ -23,8 +23,9 @@ class Classification(Task):
     per_class_rows = ("precision", "recall", "f1")
     dense = False
 
-    def loss_and_metrics(self, num_classes):
-        if classifier_units(num_classes) == 1:
+    def loss_and_metrics(self, class_names, loss, class_weights):
+        """The head's own cross-entropy: the only loss (unweighted) classification takes."""
+        if classifier_units(len(class_names)) == 1:
             return "binary_crossentropy", [
                 keras.metrics.BinaryAccuracy(name="accuracy"),
                 # Keras bins thresholds; 1000 bins keep the logged AUC close to the exact one.

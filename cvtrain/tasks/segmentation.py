@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from cvtrain import plots, rundir
 from cvtrain.callbacks import PredictionImages
 from cvtrain.config import RunConfig
-from cvtrain.data.index import IGNORED, SEGMENTATION
+from cvtrain.data.index import SEGMENTATION
+from cvtrain.losses import build_loss
 from cvtrain.modes.predict import MASKS, OVERLAYS, check_unique_names
+from cvtrain.pixel_metrics import pixel_metrics
 from cvtrain.scores import PixelScorer
 from cvtrain.tasks.base import Task
 
@@ -24,13 +25,10 @@ class Segmentation(Task):
     dense = True
     ignore_class = True
 
-    def loss_and_metrics(self, num_classes):
-        return keras.losses.SparseCategoricalCrossentropy(ignore_class=IGNORED), [
-            keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
-            keras.metrics.MeanIoU(
-                num_classes=num_classes, sparse_y_pred=False, ignore_class=IGNORED, name="mean_iou"
-            ),
-        ]
+    def loss_and_metrics(self, class_names, loss, class_weights):
+        """Every loss and metric skips ignored pixels (label < 0); IoU per class is logged so
+        a class never predicted shows while training."""
+        return build_loss(loss, class_weights), pixel_metrics(class_names)
 
     def epoch_callback(self, samples, val_ds, class_names, log_dir):
         return None if samples is None else PredictionImages(*samples, log_dir=log_dir)
