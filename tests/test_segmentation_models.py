@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import make_config, run_cli, tiny_segmentation
+from helpers import train_in_process
 
 from cvtrain.config import BACKBONES, ModelConfig
 from cvtrain.errors import ConfigError
@@ -65,13 +66,13 @@ def test_unet_too_small_for_its_depth_is_a_config_error():
 @pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet50", "efficientnetb0"])
 def test_unet_on_each_backbone_returns_input_sized_masks(backbone):
     """The skips come from strides 2, 4, 8, 16 (stride 32 is the bottleneck) and the decoder
-    returns to the input size; 48x40 is not divisible by 32, as 72x88 is not for DeepLab."""
+    returns to the input size: 45x40 rounds up at every stride and is cropped back."""
     cfg = ModelConfig(name="unet", backbone=backbone, filters=[4, 8, 8, 16], dropout=0.1)
-    model = build_model(cfg, (48, 40, 3), 3)
-    assert model.output.shape == (None, 48, 40, 3)
+    model = build_model(cfg, (45, 40, 3), 3)
+    assert model.output.shape == (None, 45, 40, 3)
     strides = [tuple(t.shape[1:3]) for t in model.get_layer("backbone").outputs]
-    assert strides == [(-(-48 // s), -(-40 // s)) for s in (2, 4, 8, 16, 32)]
-    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 40, 3)).astype("float32")
+    assert strides == [(-(-45 // s), -(-40 // s)) for s in (2, 4, 8, 16, 32)]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 45, 40, 3)).astype("float32")
     np.testing.assert_allclose(np.sum(model(images, training=False), -1), 1.0, rtol=1e-5)
 
 
@@ -193,6 +194,23 @@ def test_frozen_backbone_is_unchanged_after_an_epoch_while_the_head_learns(pets_
     head_before = initial.get_layer("logits").get_weights()[0]
     assert not np.array_equal(head_before, trained.get_layer("logits").get_weights()[0])
     assert np.isfinite(result.best_val_loss)
+
+
+@pytest.mark.slow
+def test_unet_on_mobilenetv2_trains_and_reloads(pets_root, tmp_path):
+    result, cfg, _ = train_in_process(
+        pets_root,
+        tmp_path,
+        "model=unet",
+        "model.backbone=mobilenetv2",
+        "data.num_samples=16",
+        "trainer.epochs=1",
+        "trainer.prediction_images=0",
+    )
+    assert np.isfinite(result.best_val_loss)
+    model = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
+    assert model.name == "unet" and model.get_layer("backbone").trainable
+    assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 32, 32, 3)
 
 
 @pytest.mark.slow
