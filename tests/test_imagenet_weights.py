@@ -86,6 +86,7 @@ def test_a_corrupted_download_is_refused_in_one_line(
     assert f"to {keras_home / 'models' / EFFICIENTNET_FILE}, or set model.weights=none" in message
 
 
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined or non-square")  # 32 px: 224's
 def test_offline_is_one_line_naming_the_file_and_where_it_goes(keras_home, monkeypatch):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
