@@ -3,8 +3,10 @@
 A backbone takes the pipeline's float 0..255 images, so a model never needs to know how its
 backbone was trained. `model.weights` is `none`, `imagenet` or the path to a local weights file.
 `imagenet` goes through Keras' own mechanism: the applications constructor fetches the file into
-Keras' cache with keras.utils.get_file (its URL, its hash check, its progress bar) unless it is
-there already, so a file Keras downloaded before is reused and nothing else is trusted.
+Keras' cache with keras.utils.get_file (its URL, its hash check where Keras has a hash, its
+progress bar) unless it is there already. EfficientNet built from a `<file>` lacks the input
+scaling Keras adds for its ImageNet weights: for those use `imagenet` (offline: copy the file
+into Keras' cache).
 """
 
 from __future__ import annotations
