@@ -275,6 +275,10 @@ def test_cli_reports_unreachable_imagenet_weights_in_one_line(pets_root, tmp_pat
             "model.backbone=efficientnetb0 needs data.image_size of at least [32,32]",
         ),
         (["model=deeplabv3plus", "model.backbone=none"], "model.backbone='none' is not one of"),
+        (
+            ["model=unet", "model.weights=imagenet"],
+            "model.weights and model.freeze_backbone need a model.backbone for model=unet",
+        ),
     ],
 )
 def test_model_constraints_are_config_errors_before_any_model_is_built(overrides, fragment):

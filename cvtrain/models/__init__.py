@@ -61,6 +61,11 @@ UNET_ENCODERS = tuple(
 
 def _unet(cfg: ModelConfig, size: tuple[int, int]) -> None:
     if cfg.backbone == "none":
+        if cfg.weights != "none" or cfg.freeze_backbone:  # nothing to load or freeze
+            raise ConfigError(
+                "model.weights and model.freeze_backbone need a model.backbone for model=unet: "
+                f"one of {', '.join(UNET_ENCODERS)}"
+            )
         _at_least_one_pixel_deep(cfg, size)
         return
     if cfg.backbone not in UNET_ENCODERS:
