@@ -194,8 +194,8 @@ class ModelConfig:
     filters: list[int] = field(default_factory=lambda: [64, 128, 256])
     width: float = 1.0
     dropout: float = 0.0
-    backbone: str = "xception"  # keras.applications name, for backbone models
-    weights: str = "none"  # none | imagenet | path to a local weights file
+    backbone: str = "none"  # keras.applications name: deeplabv3plus/xception need one, unet may
+    weights: str = "none"  # none | imagenet (downloaded into Keras' cache) | a local file
     freeze_backbone: bool = False
     separable: bool = False  # unet/deeplabv3plus: SeparableConv2D instead of Conv2D
     residual: bool = False  # unet: residual connections inside each stage
@@ -210,7 +210,7 @@ class ModelConfig:
         _check(self.width > 0, "model.width", f"{self.width} must be > 0")
         _check(0 <= self.dropout < 1, "model.dropout", f"{self.dropout} must be in [0, 1)")
         _choice(self.name, "model.name", tuple(MODELS))
-        _choice(self.backbone, "model.backbone", tuple(BACKBONES))
+        _choice(self.backbone, "model.backbone", ("none", *BACKBONES))
         _check(
             self.weights in ("none", "imagenet") or Path(self.weights).expanduser().is_file(),
             "model.weights",

@@ -269,7 +269,7 @@ def test_feature_maps_inside_nested_backbones_are_computed_with_the_output():
     from cvtrain.models import build_model
 
     x = np.random.default_rng(0).uniform(0, 255, (1, 71, 71, 3)).astype(np.float32)
-    model = build_model(ModelConfig(name="xception"), (71, 71, 3), 2)
+    model = build_model(ModelConfig(name="xception", backbone="xception"), (71, 71, 3), 2)
     assert GradCam(model).layer_name == "backbone/xception/block14_sepconv2_act"
     gradcam = GradCam(model, "block13_sepconv2_act")
     assert gradcam.layer_name == "backbone/xception/block13_sepconv2_act"

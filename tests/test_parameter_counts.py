@@ -21,8 +21,17 @@ def test_unet_has_the_readmes_parameter_count():
 
 
 @pytest.mark.parametrize(
-    ("backbone", "millions"), [("xception", 24.6), ("resnet50", 17.9), ("mobilenetv2", 6.5)]
+    ("backbone", "millions"),
+    [("xception", 24.6), ("resnet50", 17.9), ("mobilenetv2", 6.5), ("efficientnetb0", 7.6)],
 )
 def test_deeplab_has_the_readmes_parameter_counts_at_128px(backbone, millions):
     params = count("model=deeplabv3plus", f"model.backbone={backbone}")
     assert round(params / 1e6, 1) == millions
+
+
+@pytest.mark.parametrize(
+    ("backbone", "params"),
+    [("mobilenetv2", 6_997_219), ("resnet50", 30_572_911), ("efficientnetb0", 9_065_862)],
+)
+def test_unet_on_a_backbone_has_the_readmes_parameter_counts_at_128px(backbone, params):
+    assert count("model=unet", f"model.backbone={backbone}") == params

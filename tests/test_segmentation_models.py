@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import keras
 import numpy as np
 import pytest
 from conftest import make_config, run_cli, tiny_segmentation
+from helpers import train_in_process
 
 from cvtrain.config import BACKBONES, ModelConfig
 from cvtrain.errors import ConfigError
@@ -61,6 +63,36 @@ def test_unet_too_small_for_its_depth_is_a_config_error():
         build_model(ModelConfig(name="unet", filters=[4, 8, 16, 32]), (12, 40, 3), 3)
 
 
+@pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet50", "efficientnetb0"])
+def test_unet_on_each_backbone_returns_input_sized_masks(backbone):
+    """The skips come from strides 2, 4, 8, 16 (stride 32 is the bottleneck) and the decoder
+    returns to the input size: 45x40 rounds up at every stride and is cropped back."""
+    cfg = ModelConfig(name="unet", backbone=backbone, filters=[4, 8, 8, 16], dropout=0.1)
+    model = build_model(cfg, (45, 40, 3), 3)
+    assert model.output.shape == (None, 45, 40, 3)
+    strides = [tuple(t.shape[1:3]) for t in model.get_layer("backbone").outputs]
+    assert strides == [(-(-45 // s), -(-40 // s)) for s in (2, 4, 8, 16, 32)]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 45, 40, 3)).astype("float32")
+    np.testing.assert_allclose(np.sum(model(images, training=False), -1), 1.0, rtol=1e-5)
+
+
+def test_unet_frozen_backbone_trains_the_decoder_only_with_inference_batchnorm():
+    cfg = ModelConfig(name="unet", backbone="mobilenetv2", filters=[4, 8, 8, 16])
+    model = build_model(cfg, (32, 32, 3), 2)
+    frozen = build_model(replace(cfg, freeze_backbone=True), (32, 32, 3), 2)
+    backbone = frozen.get_layer("backbone")
+    assert not backbone.trainable_weights and frozen.trainable_weights
+    decoder = model.count_params() - model.get_layer("backbone").count_params()
+    assert sum(int(np.prod(w.shape)) for w in frozen.trainable_weights) < decoder  # decoder BN
+    for layer in backbone._flatten_layers():  # moving statistics unlike any batch's
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(layer.moving_mean + 0.5)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    for a, b in zip(backbone(images, training=True), backbone(images, training=False)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(frozen(images), frozen(images, training=False), atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [(64, 64), (72, 88)])  # 72x88 is not divisible by 32
 def test_deeplab_mobilenetv2_resizes_to_any_input(size):
     cfg = ModelConfig(name="deeplabv3plus", backbone="mobilenetv2", filters=[16, 8], width=1.0)
@@ -78,7 +110,7 @@ def test_deeplab_mobilenetv2_resizes_to_any_input(size):
     assert model.count_params() == build_model(cfg, (96, 96, 3), 3).count_params()
 
 
-@pytest.mark.parametrize("name", ["resnet50", "xception"])
+@pytest.mark.parametrize("name", ["resnet50", "xception", "efficientnetb0"])
 def test_deeplab_other_backbones_build_at_their_smallest_size(name):
     size = BACKBONE_SPECS[name].min_size
     cfg = ModelConfig(name="deeplabv3plus", backbone=name, filters=[8, 8], atrous_rates=[1, 2])
@@ -91,26 +123,18 @@ def test_deeplab_other_backbones_build_at_their_smallest_size(name):
         assert not conv.trainable
 
 
-def test_backbone_errors_are_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+def test_backbone_errors_are_one_clear_line():
     with pytest.raises(ConfigError, match=r"at least \[71,71\]"):
         load_backbone("xception", (64, 64, 3))
-    with pytest.raises(ConfigError) as info:
-        load_backbone("mobilenetv2", (128, 128, 3), weights="imagenet")
-    message = str(info.value)
-    expected = (
-        tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5"
-    )
-    assert str(expected) in message and "model.weights=/path/to/" in message
-    url = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-    assert f"put {url}{expected.name} there" in message  # the file's URL
-    assert "\n" not in message
     with pytest.raises(ConfigError, match=r"\[aspp_channels,low_level_channels\]"):
         build_model(ModelConfig(name="deeplabv3plus", filters=[8, 8, 8]), (64, 64, 3), 2)
 
 
-def test_config_validates_backbone_weights_and_rates_before_tensorflow(tmp_path):
+def test_config_validates_backbone_weights_and_rates_before_tensorflow(tmp_path, monkeypatch):
     assert set(BACKBONES) == set(BACKBONE_SPECS)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache: the run downloads
+    cfg = make_config("model=unet", "model.backbone=mobilenetv2", "model.weights=imagenet")
+    assert (cfg.model.backbone, cfg.model.weights) == ("mobilenetv2", "imagenet")
     with pytest.raises(ConfigError, match="model.backbone='vgg16' is not one of"):
         make_config("model=deeplabv3plus", "model.backbone=vgg16")
     with pytest.raises(ConfigError, match="is not a file; use none, imagenet"):
@@ -119,6 +143,7 @@ def test_config_validates_backbone_weights_and_rates_before_tensorflow(tmp_path)
         make_config("model=deeplabv3plus", "model.atrous_rates=[0,6]")
     cfg = make_config("model=unet", "model.residual=true").model
     assert (cfg.name, cfg.filters, cfg.residual) == ("unet", [32, 64, 128, 256], True)
+    assert (cfg.backbone, cfg.weights, cfg.freeze_backbone) == ("none", "none", False)
 
 
 def test_backbone_loads_a_local_weights_file(tmp_path):
@@ -172,6 +197,23 @@ def test_frozen_backbone_is_unchanged_after_an_epoch_while_the_head_learns(pets_
 
 
 @pytest.mark.slow
+def test_unet_on_mobilenetv2_trains_and_reloads(pets_root, tmp_path):
+    result, cfg, _ = train_in_process(
+        pets_root,
+        tmp_path,
+        "model=unet",
+        "model.backbone=mobilenetv2",
+        "data.num_samples=16",
+        "trainer.epochs=1",
+        "trainer.prediction_images=0",
+    )
+    assert np.isfinite(result.best_val_loss)
+    model = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
+    assert model.name == "unet" and model.get_layer("backbone").trainable
+    assert model.predict(np.zeros((1, 32, 32, 3), "float32"), verbose=0).shape == (1, 32, 32, 3)
+
+
+@pytest.mark.slow
 def test_cli_trains_a_residual_separable_unet(pets_root, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(
@@ -189,8 +231,14 @@ def test_cli_trains_a_residual_separable_unet(pets_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_reports_missing_imagenet_weights_in_one_line(pets_root, tmp_path, monkeypatch):
+def test_cli_reports_unreachable_imagenet_weights_in_one_line(pets_root, tmp_path, monkeypatch):
+    """The run tries Keras' download (through a proxy that refuses: no internet in tests) and
+    stops with one line saying where the file goes."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for var in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
     proc = run_cli(
         *tiny_segmentation(pets_root, "model=deeplabv3plus", "model.backbone=mobilenetv2"),
         "model.weights=imagenet",
@@ -198,7 +246,9 @@ def test_cli_reports_missing_imagenet_weights_in_one_line(pets_root, tmp_path, m
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("cvtrain: error:")]
-    assert len(lines) == 1 and "mobilenet_v2_weights" in lines[0] and "model.weights=" in lines[0]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    cached = tmp_path / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels"
+    assert f"to {cached}_1.0_224_no_top.h5, or set model.weights=none" in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -212,6 +262,23 @@ def test_cli_reports_missing_imagenet_weights_in_one_line(pets_root, tmp_path, m
         (["model=deeplabv3plus", "model.filters=[8,8,8]"], "model.filters=[aspp_channels,"),
         (["model=unet", "data.image_size=[8,8]"], "at least [16,16], got [8, 8]"),
         (["model=unet", "task=classification"], "task=classification needs one of"),
+        (
+            ["model=unet", "model.backbone=xception"],
+            "model=unet takes model.backbone=none or one of resnet50, mobilenetv2, efficientnetb0",
+        ),
+        (
+            ["model=unet", "model.backbone=resnet50", "model.filters=[8,16]"],
+            "model=unet with model.backbone=resnet50 takes 4 model.filters",
+        ),
+        (
+            ["model=unet", "model.backbone=efficientnetb0", "data.image_size=[24,64]"],
+            "model.backbone=efficientnetb0 needs data.image_size of at least [32,32]",
+        ),
+        (["model=deeplabv3plus", "model.backbone=none"], "model.backbone='none' is not one of"),
+        (
+            ["model=unet", "model.weights=imagenet"],
+            "model.weights and model.freeze_backbone need a model.backbone for model=unet",
+        ),
     ],
 )
 def test_model_constraints_are_config_errors_before_any_model_is_built(overrides, fragment):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
 from cvtrain.errors import ConfigError
-from cvtrain.models.backbone_specs import check_backbone
+from cvtrain.models.backbone_specs import BACKBONES, check_backbone
 from cvtrain.registry import resolve
 
 if TYPE_CHECKING:
@@ -48,7 +48,37 @@ def _at_least_one_pixel_deep(cfg: ModelConfig, size: tuple[int, int]) -> None:
 
 
 def _backbone(cfg: ModelConfig, size: tuple[int, int]) -> None:
-    check_backbone(cfg.backbone, size, cfg.weights)
+    check_backbone(cfg.backbone, size)
+
+
+UNET_SKIPS = ("stride2", "stride4", "stride8", "stride16")  # one decoder stage each
+# Backbones with a feature map at each stride 2..32 that rounds sizes up, as U-Net pooling does
+# (Xception's unpadded convolutions round down).
+UNET_ENCODERS = tuple(
+    name for name, spec in BACKBONES.items() if set(spec.features) >= {*UNET_SKIPS, "stride32"}
+)
+
+
+def _unet(cfg: ModelConfig, size: tuple[int, int]) -> None:
+    if cfg.backbone == "none":
+        if cfg.weights != "none" or cfg.freeze_backbone:  # nothing to load or freeze
+            raise ConfigError(
+                "model.weights and model.freeze_backbone need a model.backbone for model=unet: "
+                f"one of {', '.join(UNET_ENCODERS)}"
+            )
+        _at_least_one_pixel_deep(cfg, size)
+        return
+    if cfg.backbone not in UNET_ENCODERS:
+        raise ConfigError(
+            f"model=unet takes model.backbone=none or one of {', '.join(UNET_ENCODERS)}, "
+            f"got {cfg.backbone}"
+        )
+    if len(cfg.filters) != len(UNET_SKIPS):
+        raise ConfigError(
+            f"model=unet with model.backbone={cfg.backbone} takes {len(UNET_SKIPS)} model.filters "
+            f"(decoder channels at strides 2, 4, 8, 16), got {list(cfg.filters)}"
+        )
+    check_backbone(cfg.backbone, size)
 
 
 def _deeplab(cfg: ModelConfig, size: tuple[int, int]) -> None:
@@ -79,7 +109,7 @@ class ModelSpec:
 
 COMMON = ("name", "bn_momentum")  # build_model sets bn_momentum on every model
 CONVNET = ("filters", "width", "dropout")
-BACKBONE = ("backbone", "weights", "freeze_backbone", "dropout")
+BACKBONE = ("backbone", "weights", "freeze_backbone")
 
 MODELS: dict[str, ModelSpec] = {
     "seg_convnet": ModelSpec(
@@ -88,14 +118,14 @@ MODELS: dict[str, ModelSpec] = {
     "unet": ModelSpec(
         "cvtrain.models.unet:build",
         SEGMENTATION,
-        _at_least_one_pixel_deep,
-        (*CONVNET, "separable", "residual"),
+        _unet,
+        (*CONVNET, "separable", "residual", *BACKBONE),
     ),
     "deeplabv3plus": ModelSpec(
         "cvtrain.models.deeplabv3plus:build",
         SEGMENTATION,
         _deeplab,
-        (*BACKBONE, "filters", "width", "separable", "atrous_rates"),
+        (*BACKBONE, "dropout", "filters", "width", "separable", "atrous_rates"),
     ),
     "mini_xception": ModelSpec(
         "cvtrain.models.mini_xception:build", CLASSIFICATION, _any_size, CONVNET
@@ -104,7 +134,10 @@ MODELS: dict[str, ModelSpec] = {
         "cvtrain.models.residual_convnet:build", CLASSIFICATION, _any_size, CONVNET
     ),
     "xception": ModelSpec(
-        "cvtrain.models.backbone_classifier:build", CLASSIFICATION, _backbone, BACKBONE
+        "cvtrain.models.backbone_classifier:build",
+        CLASSIFICATION,
+        _backbone,
+        (*BACKBONE, "dropout"),
     ),
 }
 
