@@ -110,6 +110,18 @@ class AtFirstEpochEnd(keras.callbacks.Callback):
             action()
 
 
+def save_model(model: keras.Model, path: Path) -> None:
+    """`model` to `path` atomically, without its compile config: plain keras.models.load_model
+    then opens it with no cvtrain loss or metric registered (compile it to evaluate it, or use
+    mode=evaluate). The instance attribute hides the method for this one save."""
+    with atomic_path(path) as tmp:
+        model.get_compile_config = lambda: None
+        try:
+            model.save(tmp)
+        finally:
+            del model.get_compile_config
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Save the model whenever `monitor` improves, via temp file + rename (never truncated)."""
 
@@ -123,8 +135,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not math.isfinite(value) or value >= self.best:
             return
         self.best, self.best_epoch = float(value), epoch + 1
-        with atomic_path(self.path) as tmp:
-            self.model.save(tmp)
+        save_model(self.model, self.path)
 
 
 class PredictionImages(keras.callbacks.Callback):

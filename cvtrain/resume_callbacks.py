@@ -14,7 +14,7 @@ from typing import Any
 import keras
 
 from cvtrain import resume, rundir
-from cvtrain.callbacks import BestCheckpoint
+from cvtrain.callbacks import BestCheckpoint, save_model
 from cvtrain.errors import UserError
 from cvtrain.interrupt import Interrupted, SignalTrap
 
@@ -42,8 +42,7 @@ def restore(
     backup = run_dir / rundir.BACKUP
     if state.best_weights:
         model.load_weights(backup / state.best_weights)
-        with rundir.atomic_path(checkpoint.path) as tmp:
-            model.save(tmp)
+        save_model(model, checkpoint.path)
     checkpoint.best, checkpoint.best_epoch = state.best, state.best_epoch
     model.load_weights(backup / state.weights)
     if lr is not None:

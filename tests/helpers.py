@@ -33,14 +33,19 @@ def verified_split(cfg, run_dir: Path, *, defer: bool = False):
     return checked_split(split, dropped, cfg.data, run_dir, defer=defer)
 
 
-def best_checkpoint_loss(run_dir: Path, cfg, split) -> float:
+def checkpoint_scores(run_dir: Path, cfg, split) -> dict[str, float]:
+    """best.keras (saved uncompiled) compiled as training compiled it, on the validation split."""
     import keras
 
     from cvtrain.data.pipeline import build_dataset
+    from cvtrain.tasks import get_task
 
     model = keras.models.load_model(run_dir / rundir.CHECKPOINT, safe_mode=True)
+    task = get_task(cfg.task.name)
+    loss, metrics = task.loss_and_metrics(split.train.class_names, cfg.loss, None)
+    model.compile(loss=loss, metrics=metrics)
     val = build_dataset(split.val, cfg.data, training=False, seed=0)
-    return float(model.evaluate(val, verbose=0)[0])
+    return model.evaluate(val, verbose=0, return_dict=True)
 
 
 def train_in_process(root: Path, run_dir: Path, *extra: str):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import assert_picture, make_config, run_cli, tiny_classification
+from helpers import checkpoint_scores
 from PIL import Image
 
 from cvtrain.config import AugmentConfig, LossConfig, ModelConfig
@@ -294,13 +295,7 @@ def test_oxford_species_and_breeds_on_the_real_sample(real_sample, tmp_path):
     result = train(cfg, split, tmp_path / "run", state=None)
     assert len(result.history["val_accuracy"]) == 1 and np.isfinite(result.history["val_loss"][0])
     # The logged numbers are the saved model's: it scores the validation split the same way.
-    import keras
-
-    from cvtrain.data.pipeline import build_dataset
-
-    model = keras.models.load_model(tmp_path / "run" / "checkpoints" / "best.keras")
-    val = build_dataset(split.val, cfg.data, training=False, seed=0)
-    scores = model.evaluate(val, verbose=0, return_dict=True)
+    scores = checkpoint_scores(tmp_path / "run", cfg, split)
     assert scores["loss"] == pytest.approx(result.history["val_loss"][0], rel=1e-3)
     assert scores["accuracy"] == pytest.approx(result.history["val_accuracy"][0], abs=1e-3)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import make_config, require_real_sample
-from helpers import best_checkpoint_loss
+from helpers import checkpoint_scores
 
 from cvtrain import rundir
 from cvtrain.data.index import sniff_image
@@ -54,7 +54,7 @@ def test_one_epoch_at_64px_completes(real_sample, tmp_path):
     assert masks.shape == (2, 64, 64, 3)  # pet, background, border per pixel
     np.testing.assert_allclose(masks.sum(-1), 1.0, rtol=1e-4)
     logged = rundir.read_json(tmp_path / rundir.METRICS)["best_val_loss"]
-    assert best_checkpoint_loss(tmp_path, cfg, split) == pytest.approx(logged, rel=1e-3)
+    assert checkpoint_scores(tmp_path, cfg, split)["loss"] == pytest.approx(logged, rel=1e-3)
 
 
 def test_missing_real_sample_skips_locally_but_fails_under_ci(tmp_path):

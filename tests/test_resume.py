@@ -8,7 +8,7 @@ import signal
 import pytest
 from conftest import make_config, run_cli, tiny_classification, tiny_segmentation
 from helpers import (
-    best_checkpoint_loss,
+    checkpoint_scores,
     history_rows,
     start_cli,
     train_in_process,
@@ -43,7 +43,9 @@ def test_sigkill_after_epoch_2_of_4_then_resume_ends_at_epoch_4(pets_root, tmp_p
     from cvtrain.data.sources import load_split
 
     split, _ = load_split(cfg.data, cfg.task.name)
-    assert best_checkpoint_loss(run_dir, cfg, split) == pytest.approx(min(val_losses), rel=1e-3)
+    assert checkpoint_scores(run_dir, cfg, split)["loss"] == pytest.approx(
+        min(val_losses), rel=1e-3
+    )
 
 
 @pytest.mark.slow
@@ -64,7 +66,9 @@ def test_finished_run_extends_from_2_to_3_epochs_with_tensorboard_continued(pets
     assert result.best_val_loss <= best_before  # the best so far carried across the resume
     assert resume.load(run_dir).epoch == 3
     val_losses = [float(r["val_loss"]) for r in rows]
-    assert best_checkpoint_loss(run_dir, cfg, split) == pytest.approx(min(val_losses), rel=1e-3)
+    assert checkpoint_scores(run_dir, cfg, split)["loss"] == pytest.approx(
+        min(val_losses), rel=1e-3
+    )
 
     events = EventAccumulator(str(run_dir / "tensorboard" / "train"))
     events.Reload()
@@ -88,7 +92,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_best_checkpoint(pets_root, tmp_
     _, cfg, split = train_in_process(
         pets_root, run_dir, "trainer.epochs=1", "trainer.prediction_images=0"
     )
-    best = best_checkpoint_loss(run_dir, cfg, split)
+    best = checkpoint_scores(run_dir, cfg, split)["loss"]
 
     with pytest.raises(NonFiniteLoss, match=r"in epoch 2 \(batch \d+\).*best.keras \(epoch 1"):
         train_in_process(
@@ -98,7 +102,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_best_checkpoint(pets_root, tmp_
             "optimizer.lr=1e30",
             "trainer.prediction_images=0",
         )
-    assert best_checkpoint_loss(run_dir, cfg, split) == pytest.approx(best, rel=1e-5)
+    assert checkpoint_scores(run_dir, cfg, split)["loss"] == pytest.approx(best, rel=1e-5)
     assert resume.load(run_dir).epoch == 1  # resumable from the last good epoch
     assert len(history_rows(run_dir)) == 1
 
