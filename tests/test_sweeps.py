@@ -120,7 +120,7 @@ def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, 
             "-m",
             "hparams_search=segmentation_optuna",
             *tiny_segmentation(pets_root, "trainer.epochs=1"),
-            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_trials=2",
             f"hydra.sweeper.storage=sqlite:///{db}",
             f"hydra.sweep.dir={sweep}",
         )
@@ -130,7 +130,7 @@ def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, 
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     rows = read_summary(sweep)
-    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(float(rows[0]["best_val_loss"]), abs=1e-4)
     best_job = job_overrides(sweep / rows[0]["run"])
@@ -141,19 +141,19 @@ def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, 
     assert "data.batch_size" not in results["best_params"]  # fixed on the command line
 
     study = optuna.load_study(study_name="segmentation", storage=f"sqlite:///{db}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     assert study.best_value == pytest.approx(results["best_value"])
     first = [t.value for t in study.trials]
 
-    # The same command again continues the study: three new trials, numbered after the first.
+    # The same command again continues the study: two new trials, numbered after the first.
     again = optuna_sweep(tmp_path / "sweep2")
     assert again.returncode == 0, again.stderr[-3000:]
     trials = optuna.load_study(study_name="segmentation", storage=f"sqlite:///{db}").trials
-    assert [t.number for t in trials] == list(range(6))
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
-    assert [t.value for t in trials[:3]] == first  # kept as they were
+    assert [t.number for t in trials] == list(range(4))
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert [t.value for t in trials[:2]] == first  # kept as they were
     new = sorted(float(r["best_val_loss"]) for r in read_summary(tmp_path / "sweep2"))
-    assert sorted(t.value for t in trials[3:]) == pytest.approx(new, abs=1e-4)
+    assert sorted(t.value for t in trials[2:]) == pytest.approx(new, abs=1e-4)
 
 
 @pytest.mark.slow

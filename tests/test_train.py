@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import make_config, tiny_segmentation
+from helpers import checkpoint_scores
 
 from cvtrain.data.sources import load_split
 
 
 @pytest.mark.slow
 def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(pets_root, tmp_path):
-    import keras
-
-    from cvtrain.data.pipeline import build_dataset
     from cvtrain.train import train
 
     cfg = make_config(*tiny_segmentation(pets_root, "trainer.epochs=4", "optimizer=adam"))
@@ -25,9 +23,7 @@ def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(pets_root, t
     assert result.best_val_loss == min(result.history["val_loss"])
     assert result.best_epoch == int(np.argmin(result.history["val_loss"])) + 1
 
-    model = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
-    val = build_dataset(split.val, cfg.data, training=False, seed=0)
-    scores = model.evaluate(val, verbose=0, return_dict=True)
+    scores = checkpoint_scores(tmp_path, cfg, split)
     assert np.isclose(scores["loss"], result.best_val_loss, rtol=1e-3)
 
 
