@@ -43,15 +43,7 @@ def write_folder(root: Path, n: int = 12, values=(0, 255), splits: dict | None =
 
 
 def folder_config(root: Path, *extra: str):
-    return make_config(
-        "task=segmentation",
-        "data=mask_folder",
-        f"data.root={root}",
-        "data.classes=[background,square]",
-        "data.mask_values=[0,255]",
-        "data.image_size=[32,32]",
-        *extra,
-    )
+    return make_config(*folder_args(root), *extra)
 
 
 def palette_png(path: Path, indices: np.ndarray) -> Path:
