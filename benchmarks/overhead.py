@@ -108,6 +108,31 @@ def numpy_fit_seconds(cfg, split, arrays) -> tuple[list[float], int]:
     return clock.seconds, len(x)
 
 
+HOOKS = ("on_epoch_end", "on_epoch_begin", "on_train_batch_end", "on_train_batch_begin",
+         "on_test_end", "on_test_batch_end", "on_train_end", "on_train_begin")  # fmt: skip
+
+
+def callback_breakdown(cfg, split, run_dir: Path) -> list[dict]:
+    """One cvtrain run under cProfile: seconds per epoch inside each callback hook (the
+    profiler slows Python, so these are upper bounds; BestCheckpoint runs inside
+    SaveResumeState), biggest first."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    seconds, _ = cvtrain_epoch_seconds(cfg, run_dir)
+    profile.disable()
+    rows = []
+    for (path, _, function), stat in pstats.Stats(profile).stats.items():
+        cumulative = stat[3]
+        skip = "callback_list" in path or "harness" in path  # the sum of all; the clock
+        if function in HOOKS and cumulative > 0.001 and not skip:
+            where = f"{Path(path).parent.name}/{Path(path).name}:{function}"
+            rows.append({"hook": where, "s per epoch": round(cumulative / len(seconds), 4)})
+    return sorted(rows, key=lambda r: -r["s per epoch"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -152,6 +177,8 @@ def main() -> None:
             }
         )
     table(rows)
+    breakdown = callback_breakdown(cfg, split, Path(tempfile.mkdtemp()))
+    table(breakdown[:12])
     save(
         "overhead",
         {
