@@ -30,9 +30,10 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check cvtrain tests benchmarks
 
-# Benchmarks (a few minutes on 2 cores): results in benchmarks/results/*.json and RESULTS.md.
+# Benchmarks (about half an hour on 2 cores): results in benchmarks/results/*.json and RESULTS.md.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/full_scale.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/options.py
 	$(BIN)/python benchmarks/startup.py
