@@ -362,7 +362,7 @@ class BackgroundScan:
 
     def finish(self) -> set[str]:
         """Wait for the scan; print and list what it found. The bad paths (the pipeline has
-        dropped those it could not decode; the next run leaves them all out)."""
+        dropped the pairs it could not use; the next run leaves them all out)."""
         errors = self.process.stderr.read().strip()
         if self.process.wait() != 0 or not self.cache.is_file():
             log.warning("the background data scan failed (%s); run mode=verify_data", errors)
@@ -372,8 +372,8 @@ class BackgroundScan:
         if problems:
             console.print(
                 f"the data scan found bad files in {len(bad)} paths (list in "
-                f"{self.run_dir / rundir.BAD_FILES}): this run's pipeline drops the samples it "
-                "cannot decode; the next run leaves out every listed sample",
+                f"{self.run_dir / rundir.BAD_FILES}): this run's pipeline drops the pairs it "
+                "cannot use; the next run leaves out every listed sample",
                 markup=False,
             )
         return bad
