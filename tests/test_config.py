@@ -38,6 +38,26 @@ def test_demo_classification_is_mini_xception_on_generated_shapes():
     assert cfg.data.source == "synthetic_shapes" and cfg.model.name == "mini_xception"
 
 
+def test_small_data_recipe_is_the_measured_one_on_any_data():
+    """The settings README's table measured; the data source stays the user's choice."""
+    cfg = make_config("experiment=small_data_segmentation", "data=mask_folder", "data.root=x")
+    assert cfg.data.source == "mask_folder" and cfg.data.image_size == [128, 128]
+    assert (cfg.model.name, cfg.model.filters, cfg.model.bn_momentum) == (
+        "unet",
+        [16, 32, 64, 128],
+        0.9,
+    )
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.schedule) == (
+        "adam",
+        2e-3,
+        "cosine",
+    )
+    assert cfg.loss.name == "crossentropy_dice" and cfg.trainer.epochs == 40
+    augment = cfg.data.augment
+    assert (augment.flip, augment.zoom, augment.rotation) == (True, 0.1, 0.05)
+    assert (cfg.data.batch_size, cfg.data.val_samples, cfg.data.val_fraction) == (16, None, 0.15)
+
+
 def test_book_presets_are_the_chapters_settings():
     seg = make_config("experiment=book_segmentation")
     assert (seg.data.source, seg.model.name, seg.optimizer.name) == (
