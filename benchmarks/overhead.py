@@ -194,6 +194,7 @@ def main() -> None:
             "ratios": {
                 row["comparison"]: paired_ratio(results, row["A"], row["B"]) for row in rows
             },
+            "callback_breakdown": breakdown,
             "results": results,
         },
     )
