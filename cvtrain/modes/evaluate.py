@@ -42,17 +42,17 @@ def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
     one), split exactly as training split them (bad files left out, as training leaves them
     out; their list goes to `out_dir`)."""
     split, dropped = load_split(cfg.data, cfg.task.name)
+    if cfg.eval.split == "test" and split.test is None:  # before any scan of the files
+        raise ConfigError(
+            f"eval.split=test: data={cfg.data.source} at {split.train.root} has no test split "
+            "(image_folder: <root>/test/<class>/; mask_folder: <root>/"
+            f"{cfg.data.splits_dir}/test.txt); use eval.split=val"
+        )
     if cfg.data.verify:
         split, _ = checked_split(split, dropped, cfg.data, out_dir)
     if dropped:
         log.warning("skipped %d files that are not images", len(dropped))
     if cfg.eval.split == "test":
-        if split.test is None:
-            raise ConfigError(
-                f"eval.split=test: data={cfg.data.source} at {split.train.root} has no test split "
-                "(image_folder: <root>/test/<class>/; mask_folder: <root>/"
-                f"{cfg.data.splits_dir}/test.txt); use eval.split=val"
-            )
         return split.test
     if cfg.eval.split == "val":
         return split.val
