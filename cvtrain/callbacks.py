@@ -1,9 +1,8 @@
-"""Keras callbacks: rich progress, atomic best-checkpointing, prediction images."""
+"""Keras callbacks: rich progress, TensorBoard epoch scalars, prediction and confusion images."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,6 @@ from rich.progress import (
 
 from cvtrain.console import console
 from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
-from cvtrain.rundir import atomic_path
 from cvtrain.scores import confusion
 from cvtrain.tasks.base import class_probabilities
 
@@ -110,32 +108,41 @@ class AtFirstEpochEnd(keras.callbacks.Callback):
             action()
 
 
-def save_model(model: keras.Model, path: Path) -> None:
-    """`model` to `path` atomically, without its compile config: plain keras.models.load_model
-    then opens it with no cvtrain loss or metric registered (compile it to evaluate it, or use
-    mode=evaluate). The instance attribute hides the method for this one save."""
-    with atomic_path(path) as tmp:
-        model.get_compile_config = lambda: None
-        try:
-            model.save(tmp)
-        finally:
-            del model.get_compile_config
+class EpochScalars(keras.callbacks.Callback):
+    """Each epoch's logs and learning rate to TensorBoard, laid out as keras.callbacks.TensorBoard
+    does (`<log_dir>/train` and `/validation`, tags `epoch_<name>`), without its per-batch cost:
+    that callback runs a summary op per metric on every batch even when it records epochs only.
+    Flushed every epoch, so the curves are live and a run that stops keeps them.
+    """
 
-
-class BestCheckpoint(keras.callbacks.Callback):
-    """Save the model whenever `monitor` improves, via temp file + rename (never truncated)."""
-
-    def __init__(self, path: Path, monitor: str = "val_loss", best: float = math.inf):
+    def __init__(self, log_dir: Path):
         super().__init__()
-        self.path, self.monitor = path, monitor
-        self.best, self.best_epoch = best, None
+        self.log_dir = log_dir
+        self.writers: dict[str, tf.summary.SummaryWriter] = {}
+
+    def on_train_begin(self, logs=None):
+        self.writers = {
+            part: tf.summary.create_file_writer(str(self.log_dir / part))
+            for part in ("train", "validation")
+        }
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(value) or value >= self.best:
-            return
-        self.best, self.best_epoch = float(value), epoch + 1
-        save_model(self.model, self.path)
+        logs = dict(logs or {})
+        lr = self.model.optimizer.learning_rate  # a variable, mirrored under a strategy
+        logs.setdefault("learning_rate", keras.ops.convert_to_numpy(lr))
+        parts: dict[str, dict] = {"train": {}, "validation": {}}
+        for name, value in logs.items():
+            val = name.startswith("val_")
+            parts["validation" if val else "train"][name.removeprefix("val_")] = value
+        for part, values in parts.items():
+            with self.writers[part].as_default():
+                for name, value in values.items():
+                    tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
+            self.writers[part].flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
 
 
 class PredictionImages(keras.callbacks.Callback):

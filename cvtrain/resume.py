@@ -1,10 +1,10 @@
 """Resuming a run in its own directory: the saved training state, and what may not change.
 
-The state lives in `<run>/backup/`: `epoch-N.weights.h5` (weights and optimizer, for the last
-and the best epoch) and `state.json` naming them, all written by temp file + rename, so whatever
-moment a run is killed at, the state on disk is the last completed epoch, and best.keras is
-rebuilt from it on resume. Pure Python: a resume that cannot work is
-refused before TensorFlow is imported.
+The state lives in `<run>/backup/`: `epoch-N.npz` (weights and optimizer, for the last and the
+best epoch; cvtrain.snapshots) and `state.json` naming them, all written by temp file + rename,
+so whatever moment a run is killed at, the state on disk is a completed epoch (the last, or
+the one before it while the last is being written), and best.keras is rebuilt from it on
+resume. Pure Python: a resume that cannot work is refused before TensorFlow is imported.
 """
 
 from __future__ import annotations

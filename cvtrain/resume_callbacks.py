@@ -13,8 +13,9 @@ from typing import Any
 
 import keras
 
-from cvtrain import resume, rundir
-from cvtrain.callbacks import BestCheckpoint, save_model
+from cvtrain import resume, rundir, snapshots
+from cvtrain.background import BackgroundJobs
+from cvtrain.checkpoint import BestCheckpoint, save_model
 from cvtrain.errors import UserError
 from cvtrain.interrupt import Interrupted, SignalTrap
 
@@ -32,21 +33,27 @@ def restore(
 ) -> None:
     """Weights and optimizer state (iterations, moments) after `state.epoch`.
 
-    best.keras is rewritten from the state's best epoch: a kill between saving best.keras and
-    committing the state must not leave a model from an epoch that is about to be re-run.
+    best.keras is rewritten from the state's best epoch: a kill before the file caught up with
+    the state (it is written at most once a minute) must not leave an older model.
     The optimizer's saved learning rate is replaced by `lr` (a constant rate from the config):
     lowering optimizer.lr to continue after a NaN must take effect.
     """
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    variables = snapshots.training_variables(model)
     backup = run_dir / rundir.BACKUP
     if state.best_weights:
-        model.load_weights(backup / state.best_weights)
+        load_state(model, variables, backup / state.best_weights)
         save_model(model, checkpoint.path)
     checkpoint.best, checkpoint.best_epoch = state.best, state.best_epoch
-    model.load_weights(backup / state.weights)
+    load_state(model, variables, backup / state.weights)
     if lr is not None:
         model.optimizer.learning_rate = lr
+
+
+def load_state(model: keras.Model, variables: list[keras.Variable], path: Path) -> None:
+    if path.name.endswith(".weights.h5"):  # Keras's format: runs saved by earlier cvtrain
+        model.load_weights(path)
+    else:
+        snapshots.assign(variables, snapshots.read(path), path)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -67,12 +74,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class SaveResumeState(keras.callbacks.Callback):
-    """After every epoch: weights + optimizer, best.keras if improved, then state.json naming
-    the last and the best epoch's weights (all atomic). It drives `checkpoint` itself, so the
-    state always knows which weights best.keras came from.
+    """After every epoch: the weights and optimizer state, then state.json naming the last and
+    the best epoch's files (each atomic, in that order), and best.keras (via `checkpoint`).
 
-    Must come after the CSV and early-stopping callbacks so the state it records includes their
-    update for the epoch.
+    The epoch's variables are copied when it ends (milliseconds) and written by a background
+    thread while the next epoch trains; `close` waits for the last write, so a run that ends
+    or stops (signal, NaN, error) leaves the state of its last completed epoch. Must come
+    after the CSV and early-stopping callbacks so the state includes their update for the epoch.
     """
 
     def __init__(
@@ -87,37 +95,42 @@ class SaveResumeState(keras.callbacks.Callback):
         self.run_dir, self.checkpoint, self.early_stopping = run_dir, checkpoint, early_stopping
         self.fixed = fixed
         self.best_weights = state.best_weights if state else None
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.checkpoint.set_model(model)
+        self.writes = BackgroundJobs("cvtrain-resume-state")
 
     def on_epoch_end(self, epoch, logs=None):
-        backup = self.run_dir / rundir.BACKUP
+        snapshot = snapshots.take(snapshots.training_variables(self.model))
         name = rundir.epoch_weights(epoch + 1)
-        with rundir.atomic_path(backup / name, suffix=rundir.WEIGHTS_SUFFIX) as tmp:
-            self.model.save_weights(tmp)
-        best_before = self.checkpoint.best_epoch
-        self.checkpoint.on_epoch_end(epoch, logs)
-        if self.checkpoint.best_epoch != best_before:
+        value = (logs or {}).get(self.checkpoint.monitor)
+        weights = snapshot[: len(self.model.variables)]
+        if self.checkpoint.offer(self.model, epoch + 1, value, weights):
             self.best_weights = name
         es = self.early_stopping
-        resume.save(
-            self.run_dir,
-            resume.ResumeState(
-                epoch=epoch + 1,
-                weights=name,
-                best=self.checkpoint.best,
-                best_epoch=self.checkpoint.best_epoch,
-                best_weights=self.best_weights,
-                early_stopping=es.state() if es else {},
-                stopped_early=bool(es and es.stopped_epoch),
-                fixed=self.fixed,
-            ),
+        state = resume.ResumeState(
+            epoch=epoch + 1,
+            weights=name,
+            best=self.checkpoint.best,
+            best_epoch=self.checkpoint.best_epoch,
+            best_weights=self.best_weights,
+            early_stopping=es.state() if es else {},
+            stopped_early=bool(es and es.stopped_epoch),
+            fixed=self.fixed,
         )
+        self.writes.submit(lambda: self._commit(snapshot, state))
+
+    def _commit(self, snapshot: snapshots.Snapshot, state: resume.ResumeState) -> None:
+        backup = self.run_dir / rundir.BACKUP
+        snapshots.write(backup / state.weights, snapshot)
+        resume.save(self.run_dir, state)
         for old in backup.glob(rundir.EPOCH_WEIGHTS):
-            if old.name not in (name, self.best_weights):
+            if old.name not in (state.weights, state.best_weights):
                 old.unlink()
+
+    def close(self) -> None:
+        """The last epoch's state and the best model on disk (when training ends or stops)."""
+        try:
+            self.writes.wait()
+        finally:
+            self.checkpoint.flush(self.model)
 
 
 class StopOnSignal(keras.callbacks.Callback):

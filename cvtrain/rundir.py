@@ -24,8 +24,7 @@ LOG_SUFFIX = ".log"  # <job name>.log (configs/hydra/job_logging/rich.yaml)
 CHECKPOINT = Path("checkpoints") / "best.keras"
 BACKUP = Path("backup")  # resumable training state (cvtrain.resume)
 RESUME_STATE = BACKUP / "state.json"
-WEIGHTS_SUFFIX = ".weights.h5"  # Keras's save_weights requires it
-EPOCH_WEIGHTS = f"epoch-*{WEIGHTS_SUFFIX}"  # a glob for every epoch_weights() file
+EPOCH_WEIGHTS = "epoch-*"  # a glob for every epoch_weights() file (and older runs' .weights.h5)
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
@@ -52,7 +51,7 @@ SUMMARY_MD = "summary.md"
 
 def epoch_weights(epoch: int) -> str:
     """The file in BACKUP holding the weights and optimizer after `epoch` (1-based)."""
-    return f"epoch-{epoch}{WEIGHTS_SUFFIX}"
+    return f"epoch-{epoch}.npz"
 
 
 def is_run_dir(path: Path) -> bool:

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from cvtrain import class_weights, custom_loop, manifest, plots, resume, rundir, tracking
-from cvtrain.callbacks import BestCheckpoint, RichProgress
+from cvtrain.callbacks import EpochScalars, RichProgress
+from cvtrain.checkpoint import BestCheckpoint
 from cvtrain.config import RunConfig, TrainerConfig
 from cvtrain.data.index import FileIndex, Split
 from cvtrain.data.pipeline import build_dataset, steps_per_epoch
@@ -225,6 +226,7 @@ class Callbacks:
 
     ordered: list[keras.callbacks.Callback]
     progress: RichProgress
+    saver: SaveResumeState
     images: keras.callbacks.Callback | None  # the task's per-epoch pictures
     samples: tuple[np.ndarray, np.ndarray] | None  # the validation images they show
 
@@ -258,7 +260,7 @@ def build_callbacks(
     loggers = [
         progress,
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / rundir.TENSORBOARD), write_graph=False),
+        EpochScalars(run_dir / rundir.TENSORBOARD),
         HParams(run_dir / rundir.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
         *extra,
         images,
@@ -267,9 +269,9 @@ def build_callbacks(
         early_stopping,
         StopOnNaN(checkpoint, cfg.optimizer.lr, resume.resume_command(run_dir)),
     ]
-    savers = [SaveResumeState(run_dir, checkpoint, early_stopping, fixed, state)]  # best.keras too
-    ordered = [c for c in (*loggers, *stoppers, *savers) if c is not None]
-    return Callbacks(ordered, progress, images, samples)
+    saver = SaveResumeState(run_dir, checkpoint, early_stopping, fixed, state)  # best.keras too
+    ordered = [c for c in (*loggers, *stoppers, saver) if c is not None]
+    return Callbacks(ordered, progress, saver, images, samples)
 
 
 def keras_fit(model, inputs: Inputs, *, epochs, initial_epoch, callbacks, trap, strategy) -> None:
@@ -325,6 +327,7 @@ def fit(
             raise UserError(lost_worker_message(state_dir)) from None
         finally:
             callbacks.progress.on_train_end()  # a run stopped by an error leaves no live bar
+            callbacks.saver.close()  # the last epoch's state and best.keras, whatever stopped it
 
 
 def finish(

@@ -106,12 +106,14 @@ def saved_weights_digest(run_dir: Path, args: list[str]) -> str:
     """The digest of the chief's last resume state on disk."""
     import keras
 
+    from cvtrain import snapshots
     from cvtrain.custom_loop import weights_digest
     from cvtrain.models import build_model
 
     cfg = make_config(*args[:-1])
     model = build_model(cfg.model, (*cfg.data.image_size, 3), 3)
-    model.load_weights(run_dir / rundir.BACKUP / resume.load(run_dir).weights)
+    saved = snapshots.read(run_dir / rundir.BACKUP / resume.load(run_dir).weights)
+    snapshots.assign(model.variables, saved[: len(model.variables)], "the chief's state")
     keras.backend.clear_session()
     return weights_digest(model)
 

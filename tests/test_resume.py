@@ -113,6 +113,39 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_best_checkpoint(pets_root, tmp_
     assert len(result.history["loss"]) == 2
 
 
+@pytest.mark.slow
+def test_a_run_that_fails_keeps_its_last_epoch_and_its_best_model(pets_root, tmp_path):
+    """The last epoch's state is still being written and best.keras waits in memory (it is
+    written at most once a minute) when the run fails: both must reach the disk."""
+    import keras
+
+    from cvtrain.data.sources import load_split
+    from cvtrain.train import train
+
+    class FailsAtEpoch4(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                raise RuntimeError("disk on fire")
+
+    run_dir = tmp_path / "run"
+    cfg = make_config(
+        *tiny_segmentation(pets_root, "trainer.epochs=5", "trainer.prediction_images=0")
+    )
+    split, _ = load_split(cfg.data, cfg.task.name)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(cfg, split, run_dir, None, callbacks=[FailsAtEpoch4()])
+
+    val_losses = [float(r["val_loss"]) for r in history_rows(run_dir)]
+    assert len(val_losses) == 3
+    state = resume.load(run_dir)
+    assert state.epoch == 3
+    assert state.best_epoch == val_losses.index(min(val_losses)) + 1
+    assert state.best_epoch > 1, "needs a best epoch after the first (written at once)"
+    assert checkpoint_scores(run_dir, cfg, split)["loss"] == pytest.approx(
+        min(val_losses), rel=1e-3
+    )
+
+
 def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
     cfg = make_config(*tiny_segmentation(pets_root))
     state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
