@@ -5,7 +5,7 @@ and zoom), fit and the end-of-epoch callbacks. Data: the real Oxford pets sample
 ../shared has it, else the generated shapes. Sizes are alternated `--rounds` times; the first
 epoch of each run (tracing) is left out.
 
-    python benchmarks/classification_speed.py [--rounds 2] [--epochs 3] [--limit 160]
+    python benchmarks/classification_speed.py [--rounds 2] [--epochs 4] [--limit 160]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def runner(size: int, args: argparse.Namespace):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--limit", type=int, default=160)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()

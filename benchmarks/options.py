@@ -4,7 +4,7 @@ Options (presets): data.cache, trainer.jit_compile and trainer.steps_per_executi
 `--preset gpu` is the GPU check (200x200, float32 vs mixed_float16, with and without XLA) that
 benchmarks/gpu_smoke.sh runs.
 
-    python benchmarks/options.py [--preset cpu|gpu] [--rounds 5] [--epochs 3]
+    python benchmarks/options.py [--preset cpu|gpu] [--rounds 5] [--epochs 4]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=PRESETS, default="cpu")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--only", help="run just this option (a key of the preset)")
     args = parser.parse_args()
 

@@ -23,6 +23,7 @@ from cvtrain.console import console
 from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
 from cvtrain.scores import confusion
 from cvtrain.tasks.base import class_probabilities
+from cvtrain.tensorboard_events import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +113,15 @@ class EpochScalars(keras.callbacks.Callback):
     """Each epoch's logs and learning rate to TensorBoard, laid out as keras.callbacks.TensorBoard
     does (`<log_dir>/train` and `/validation`, tags `epoch_<name>`), without its per-batch cost:
     that callback runs a summary op per metric on every batch even when it records epochs only.
-    Flushed every epoch, so the curves are live and a run that stops keeps them.
     """
 
     def __init__(self, log_dir: Path):
         super().__init__()
         self.log_dir = log_dir
-        self.writers: dict[str, tf.summary.SummaryWriter] = {}
+        self.writers: dict[str, EventWriter] = {}
 
     def on_train_begin(self, logs=None):
-        self.writers = {
-            part: tf.summary.create_file_writer(str(self.log_dir / part))
-            for part in ("train", "validation")
-        }
+        self.writers = {p: EventWriter(self.log_dir / p) for p in ("train", "validation")}
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
@@ -132,13 +129,10 @@ class EpochScalars(keras.callbacks.Callback):
         logs.setdefault("learning_rate", keras.ops.convert_to_numpy(lr))
         parts: dict[str, dict] = {"train": {}, "validation": {}}
         for name, value in logs.items():
-            val = name.startswith("val_")
-            parts["validation" if val else "train"][name.removeprefix("val_")] = value
-        for part, values in parts.items():
-            with self.writers[part].as_default():
-                for name, value in values.items():
-                    tf.summary.scalar(f"epoch_{name}", float(value), step=epoch)
-            self.writers[part].flush()
+            part = "validation" if name.startswith("val_") else "train"
+            parts[part][f"epoch_{name.removeprefix('val_')}"] = value
+        for part, writer in self.writers.items():
+            writer.scalars(parts[part], epoch)
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from cvtrain.config import RunConfig, to_dict
+from cvtrain.tensorboard_events import EventWriter
 
 # The config sections that shape a training run (the rest configure other modes).
 SECTIONS = ("task", "data", "model", "optimizer", "trainer")
@@ -48,14 +48,12 @@ class HParams(keras.callbacks.Callback):
 
     def __init__(self, log_dir: Path, hparams: dict[str, HParamValue], trial_id: str):
         super().__init__()
-        self.hparams, self.trial_id = hparams, trial_id
-        self.writer = tf.summary.create_file_writer(str(log_dir))
+        self.log_dir, self.hparams, self.trial_id = log_dir, hparams, trial_id
         self.best = math.inf
 
     def on_train_begin(self, logs=None):
-        with self.writer.as_default():
-            hp.hparams(self.hparams, trial_id=self.trial_id)
-        self.writer.flush()
+        self.writer = EventWriter(self.log_dir)
+        self.writer.summary(hp.hparams_pb(self.hparams, trial_id=self.trial_id))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -63,11 +61,8 @@ class HParams(keras.callbacks.Callback):
         if loss is None or not math.isfinite(loss) or loss >= self.best:
             return
         self.best = float(loss)
-        with self.writer.as_default():
-            for name, value in logs.items():
-                if name.startswith("val_"):
-                    tf.summary.scalar(f"best_{name}", float(value), step=epoch)
-        self.writer.flush()
+        best = {f"best_{k}": v for k, v in logs.items() if k.startswith("val_")}
+        self.writer.scalars(best, epoch)
 
     def on_train_end(self, logs=None):
         self.writer.close()
