@@ -35,7 +35,11 @@ MODELS = [
     ("residual_convnet", [], 180),
 ]
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SWEEP = {"models": ("seg_convnet", "unet"), "precision": "mixed_bfloat16", "batches": (64, 128, 256)}
+SWEEP = {
+    "models": ("seg_convnet", "unet"),
+    "precision": "mixed_bfloat16",
+    "batches": (64, 128, 256),
+}
 
 # Dense peak TFLOPS by device kind: (TF32 tensor cores, FP16/BF16 tensor cores).
 PEAK_TFLOPS = {"H100": (494.7, 989.4), "H200": (494.7, 989.4), "A100": (156.0, 312.0)}

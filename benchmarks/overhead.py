@@ -10,8 +10,9 @@ cvtrain's own build_and_compile) at the same batch size, on the same real images
   them (the reference for cached epochs: data.cache=memory|disk must not be slower);
 - cvtrain, data.cache=disk.
 The variants alternate within each round; the first epoch of every run (decode, cache fill,
-tracing) is not counted, nor the last (harness.epoch_clock times an epoch to the next's start). Ratios are taken within a round (back-to-back runs) and summarised by
-their median and range. Targets: cvtrain / bare fit >= 0.99; cached cvtrain / numpy >= 1.
+tracing) is not counted, nor the last (harness.epoch_clock times an epoch to the next's
+start). Ratios are taken within a round (back-to-back runs) and summarised by their median and
+range. Targets: cvtrain / bare fit >= 0.99; cached cvtrain / numpy >= 1.
 
     python benchmarks/overhead.py [--rounds 5] [--epochs 4]
 """
