@@ -148,7 +148,7 @@ class PredictionImages(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(str(log_dir))
 
     def on_epoch_end(self, epoch, logs=None):
-        probs = self.model.predict(self.images, verbose=0)
+        probs = self.model.predict_on_batch(self.images)  # predict() costs ~0.1 s more a call
         panels = np.stack(
             [segmentation_panel(i, t, p) for i, t, p in zip(self.images, self.truths, probs)]
         )
