@@ -146,6 +146,152 @@ def train_run(run_dir: Path, *overrides: str) -> Path:
     return run_dir
 
 
+# Trained runs shared by several test modules (each one costs seconds of graph tracing). Tests
+# read them and write only below their own tmp_path, or into the run's eval/ or export/ folders.
+
+# The model matrix's training (tests/test_model_matrix.py): one epoch on 8 training and 8
+# validation images (a fifth of 16 validates classification), no per-epoch pictures.
+FEW = ("data.limit=16", "trainer.epochs=1", "trainer.prediction_images=0")
+SEG_CONVNET = ("model=seg_convnet", "model.filters=[8,16]")  # two narrow stages: quick to export
+XCEPTION = ("model=xception", "data.image_size=[72,72]")  # a keras.applications backbone inside
+FROZEN_DEEPLAB = (
+    "model=deeplabv3plus",
+    "model.backbone=mobilenetv2",
+    "model.freeze_backbone=true",
+    "model.filters=[16,8]",
+    "model.atrous_rates=[1,2]",
+    "data.image_size=[32,32]",
+)
+
+
+@pytest.fixture(scope="session")
+def seg_convnet_run(pets_root, tmp_path_factory) -> tuple[Path, list[str]]:
+    """(run dir, its overrides): the model matrix's seg_convnet, exported by test_export.py."""
+    overrides = tiny_segmentation(pets_root, *SEG_CONVNET, *FEW)
+    return train_run(tmp_path_factory.mktemp("seg_convnet") / "run", *overrides), overrides
+
+
+@pytest.fixture(scope="session")
+def frozen_deeplab_run(pets_root, tmp_path_factory) -> tuple[Path, list[str]]:
+    """(run dir, its overrides): DeepLabV3+ on a frozen MobileNetV2, the model matrix's
+    deeplabv3plus_mobilenetv2 and test_segmentation_models.py's frozen-backbone run."""
+    overrides = tiny_segmentation(pets_root, *FROZEN_DEEPLAB, *FEW)
+    return train_run(tmp_path_factory.mktemp("frozen_deeplab") / "run", *overrides), overrides
+
+
+@pytest.fixture(scope="session")
+def seg_runs(pets_root, tmp_path_factory) -> list[Path]:
+    """Two tiny segmentation runs that differ only in their seed (run_a: 1, run_b: 2): three
+    epochs at a higher rate, so the models predict more than the majority class."""
+    base = tmp_path_factory.mktemp("seg_runs")
+    training = ("trainer.epochs=3", "optimizer.lr=3e-3")
+    return [
+        train_run(base / name, *tiny_segmentation(pets_root, *training, f"trainer.seed={seed}"))
+        for name, seed in (("run_a", 1), ("run_b", 2))
+    ]
+
+
+@pytest.fixture(scope="session")
+def shape_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Two two-class classifiers trained for two epochs with different seeds (1, 2) on one
+    generated folder (returned first), so their outputs differ."""
+    base = tmp_path_factory.mktemp("shape_runs")
+    runs = [
+        train_run(
+            base / f"run_{seed}",
+            *tiny_classification(base / "shapes", "trainer.epochs=2", f"trainer.seed={seed}"),
+        )
+        for seed in (1, 2)
+    ]
+    return base / "shapes", runs
+
+
+@pytest.fixture(scope="session")
+def xception_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run dir, its generated shapes folder): the xception classifier (a keras.applications
+    backbone nested in the model) at 72 px, trained as FEW says: the model matrix's xception and
+    test_explain.py's."""
+    base = tmp_path_factory.mktemp("xception")
+    shapes = base / "shapes"
+    overrides = tiny_classification(shapes, *XCEPTION, *FEW, "data.batch_size=8")
+    return train_run(base / "run", *overrides), shapes
+
+
+@pytest.fixture(scope="session")
+def cli_seg_run(pets_root, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`cvtrain <tiny segmentation>` run as a user runs it, with TF_CPP_MIN_LOG_LEVEL unset (as in
+    a fresh shell; importing cvtrain here set it): (run dir, the finished process)."""
+    from cvtrain.tf_logging import LEVEL_ENV
+
+    run = tmp_path_factory.mktemp("cli") / "run"
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv(LEVEL_ENV, raising=False)
+        proc = run_cli(*tiny_segmentation(pets_root), f"hydra.run.dir={run}")
+    return run, proc
+
+
+@pytest.fixture(scope="session")
+def adam_run(pets_root, tmp_path_factory):
+    """(TrainResult, config, split, run dir): four epochs of Adam on the tiny segmentation data,
+    trained through train() as mode=train does (test_train.py, test_resume.py)."""
+    from cvtrain.data.sources import load_split
+    from cvtrain.train import train
+
+    run_dir = tmp_path_factory.mktemp("adam") / "run"
+    cfg = make_config(*tiny_segmentation(pets_root, "trainer.epochs=4", "optimizer=adam"))
+    split, _ = load_split(cfg.data, cfg.task.name)
+    return train(cfg, split, run_dir, state=None), cfg, split, run_dir
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """(run dir, its overrides): one epoch at 64 px on the real sample (400 training and 51
+    validation pairs), float32 so that results compare tightly on a GPU host too
+    (test_real_sample.py, test_predict.py). Skipped like `real_sample` when it is missing."""
+    root = require_real_sample(REAL_SAMPLE, os.environ)
+    overrides = [
+        "task=segmentation",
+        "data=oxford_pets",
+        f"data.root={root}",
+        "data.image_size=[64,64]",
+        "data.val_samples=51",
+        "data.batch_size=32",
+        "model.width=0.25",
+        "trainer.epochs=1",
+        "trainer.prediction_images=2",
+        "trainer.precision=float32",
+    ]
+    return train_run(tmp_path_factory.mktemp("real") / "run", *overrides), overrides
+
+
+def mlflow_overrides(folder: Path) -> list[str]:
+    """tracking=mlflow with a private SQLite store and artefact folder under `folder`."""
+    return [
+        "tracking=mlflow",
+        f"tracking.uri=sqlite:///{folder}/mlflow.db",
+        f"tracking.artifact_location={folder}/mlartifacts",
+    ]
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(pets_root, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, Path]:
+    """A 2x2 grid through the CLI: optimizer.lr x model.dropout, one epoch each, tracked with
+    MLflow: (sweep dir, the finished process, the folder of its MLflow store)."""
+    base = tmp_path_factory.mktemp("grid")
+    sweep = base / "sweep"
+    proc = run_cli(
+        "-m",
+        *tiny_segmentation(pets_root, "trainer.epochs=1", "trainer.prediction_images=0"),
+        *mlflow_overrides(base),
+        "optimizer.lr=1e-3,3e-3",
+        "model.dropout=0,0.2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=base,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep, proc, base
+
+
 @pytest.fixture
 def server():
     """A local archive server on 127.0.0.1 (tests/archives.py), shut down after the test."""

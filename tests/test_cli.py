@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import assert_picture, make_config, run_cli, tiny_segmentation
+from conftest import assert_picture, make_config, run_cli
 from helpers import run_probe
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -142,12 +142,11 @@ def test_missing_oxford_data_says_how_to_get_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_segmentation_run_writes_the_run_dir_contract(pets_root, tmp_path):
+def test_segmentation_run_writes_the_run_dir_contract(cli_seg_run):
     import keras
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = tmp_path / "run"
-    proc = run_cli(*tiny_segmentation(pets_root), f"hydra.run.dir={run}")
+    run, proc = cli_seg_run  # conftest's `cvtrain <tiny segmentation>`, shared with test_tf_logging
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Training finished" in proc.stdout and "tensorboard --logdir" in proc.stdout
     assert str(run) in proc.stdout  # the run directory is printed

@@ -13,7 +13,6 @@ from conftest import (
     run_cli,
     tiny_classification,
     tiny_segmentation,
-    train_run,
 )
 from helpers import untrained_run
 
@@ -30,17 +29,11 @@ from cvtrain.scores import (
     segmentation_metrics,
 )
 
-# Three epochs at a higher rate, so the model predicts more than the majority class.
-TRAINING = ("trainer.epochs=3", "optimizer.lr=3e-3")
 
-
-@pytest.fixture(scope="module")
-def runs(pets_root, tmp_path_factory):
-    base = tmp_path_factory.mktemp("evaluate")
-    return [
-        train_run(base / name, *tiny_segmentation(pets_root, *TRAINING, f"trainer.seed={seed}"))
-        for name, seed in (("run_a", 1), ("run_b", 2))
-    ]
+@pytest.fixture
+def runs(seg_runs):
+    """conftest's two seeded segmentation runs (run_a, run_b), shared with test_predict.py."""
+    return seg_runs
 
 
 def evaluate_runs(*overrides: str) -> tuple:
@@ -197,10 +190,8 @@ def test_cli_ensemble_results_go_to_a_fresh_outputs_dir(pets_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_classification_reproduces_val_metrics_with_a_confusion_matrix(tmp_path):
-    run_dir = train_run(
-        tmp_path / "run", *tiny_classification(tmp_path / "shapes", "trainer.epochs=2")
-    )
+def test_classification_reproduces_val_metrics_with_a_confusion_matrix(shape_runs, tmp_path):
+    run_dir = shape_runs[1][0]  # conftest's: two epochs, shared with test_predict.py
     report = run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
     logged = rundir.read_json(run_dir / rundir.METRICS)["best"]
     got = report["metrics"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_config, run_cli, tiny_classification, tiny_segmentation, train_run
+from conftest import make_config, run_cli, tiny_segmentation, train_run
 from helpers import run_probe, untrained_run
 from PIL import Image
 
@@ -296,19 +296,8 @@ def test_feature_maps_inside_nested_backbones_are_computed_with_the_output():
 
 
 @pytest.mark.slow
-def test_xception_classifier_run_is_explained(tmp_path):
-    run = train_run(
-        tmp_path / "run",
-        *tiny_classification(
-            tmp_path / "shapes",
-            "data.num_samples=16",
-            "data.image_size=[71,71]",
-            "data.batch_size=8",
-            "model=xception",
-            "model.weights=none",
-            "trainer.prediction_images=0",
-        ),
-    )
+def test_xception_classifier_run_is_explained(xception_run, tmp_path):
+    run, _ = xception_run  # conftest's: also the model matrix's xception run
     (tmp_path / "in").mkdir()
     for i in (1000, 1001):
         image, _ = synthetic_shapes.make_sample(i, 2)

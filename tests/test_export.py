@@ -18,13 +18,11 @@ from cvtrain.modes.predict import run as predict_run
 from cvtrain.saved_run import load_runs
 
 
-@pytest.fixture(scope="module")
-def seg_run(pets_root, tmp_path_factory):
-    # two narrow stages: TFLite conversion time grows with the graph
-    return train_run(
-        tmp_path_factory.mktemp("export") / "run",
-        *tiny_segmentation(pets_root, "model.filters=[16,32]", "trainer.epochs=1"),
-    )
+@pytest.fixture
+def seg_run(seg_convnet_run):
+    # conftest's (the model matrix's seg_convnet): two narrow stages, as TFLite conversion time
+    # grows with the graph
+    return seg_convnet_run[0]
 
 
 @pytest.fixture(scope="module")

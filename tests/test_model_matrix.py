@@ -1,5 +1,6 @@
 """Every model through every mode: one tiny training epoch, then evaluate, predict and export in
-every format with its parity check. `pytest -s` prints the parity figure of each export."""
+every format with its parity check (DeepLabV3+: each format on one of its three backbones).
+`pytest -s` prints the parity figure of each export."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import make_config, tiny_classification, tiny_segmentation, train_run
+from conftest import (
+    FEW,
+    FROZEN_DEEPLAB,
+    SEG_CONVNET,
+    XCEPTION,
+    make_config,
+    tiny_classification,
+    tiny_segmentation,
+    train_run,
+)
 from PIL import Image
 
 from cvtrain import rundir
@@ -21,7 +31,7 @@ from cvtrain.saved_run import load_runs
 pytestmark = pytest.mark.slow
 
 SEGMENTATION = {
-    "seg_convnet": ["model=seg_convnet", "model.filters=[8,16]"],
+    "seg_convnet": list(SEG_CONVNET),
     "unet": ["model=unet", "model.filters=[8,16]"],
     "unet_separable_residual": [
         "model=unet",
@@ -29,6 +39,7 @@ SEGMENTATION = {
         "model.separable=true",
         "model.residual=true",
     ],
+    "deeplabv3plus_mobilenetv2": list(FROZEN_DEEPLAB),  # its backbone frozen
     **{
         f"deeplabv3plus_{backbone}": [
             "model=deeplabv3plus",
@@ -37,31 +48,57 @@ SEGMENTATION = {
             "model.atrous_rates=[1,2]",
             f"data.image_size=[{size},{size}]",
         ]
-        for backbone, size in (("mobilenetv2", 32), ("resnet50", 32), ("xception", 72))
+        for backbone, size in (("resnet50", 32), ("xception", 72))
     },
 }
 CLASSIFICATION = {
     "mini_xception": ["model=mini_xception"],
     "residual_convnet": ["model=residual_convnet", "model.width=0.5"],
-    "xception": ["model=xception", "data.image_size=[72,72]"],
+    "xception": list(XCEPTION),
 }
-# Small enough to keep the whole matrix to a few minutes: 8 training images and 8 validation
-# ones for segmentation (a fifth of 16 validates classification), no per-epoch pictures.
-FEW = ("data.limit=16", "trainer.epochs=1", "trainer.prediction_images=0")
+MODELS = [*SEGMENTATION, *CLASSIFICATION]
+# Every model trains with FEW (tests/conftest.py): small enough to keep the whole matrix to a few
+# minutes. These runs other test modules read too: conftest trains them, with the same overrides.
+SHARED = {
+    "seg_convnet": "seg_convnet_run",
+    "deeplabv3plus_mobilenetv2": "frozen_deeplab_run",
+    "xception": "xception_run",
+}
+# DeepLabV3+ is one model on three backbones: each export format runs on one backbone, so every
+# format exports DeepLabV3+ and every backbone is exported (the xception classifier takes the
+# Xception backbone through every format). The other models go through every format.
+DEEPLAB_EXPORTS = {
+    "deeplabv3plus_mobilenetv2": ("saved_model", "tflite"),
+    "deeplabv3plus_resnet50": ("onnx",),
+    "deeplabv3plus_xception": ("keras",),
+}
+EXPORTS = [(name, fmt) for name in MODELS for fmt in DEEPLAB_EXPORTS.get(name, FORMATS)]
+# The export test takes `trained` with these pairs; `fmt` is given as "<model>/<format>", a value
+# of its own for each test, so that pytest still runs each model's tests together (it groups
+# module-scoped parameters by value) and trains each model once.
+EXPORT_CASES = [(name, f"{name}/{fmt}") for name, fmt in EXPORTS]
 
 
-@pytest.fixture(scope="module", params=[*SEGMENTATION, *CLASSIFICATION])
+@pytest.fixture(scope="module", params=MODELS)
 def trained(request, pets_root, tmp_path_factory):
     """(name, run dir, a folder of input photos) for each model, trained once."""
     name = request.param
     base = tmp_path_factory.mktemp(name)
     if name in SEGMENTATION:
-        run_dir = train_run(base / "run", *tiny_segmentation(pets_root, *SEGMENTATION[name], *FEW))
+        overrides = tiny_segmentation(pets_root, *SEGMENTATION[name], *FEW)
+        if name in SHARED:
+            run_dir, shared = request.getfixturevalue(SHARED[name])
+            assert shared == overrides
+        else:
+            run_dir = train_run(base / "run", *overrides)
         photos = sorted((pets_root / "images").glob("*.jpg"))[:2]
     else:
-        shapes = base / "shapes"
-        extra = (*CLASSIFICATION[name], *FEW, "data.batch_size=8")
-        run_dir = train_run(base / "run", *tiny_classification(shapes, *extra))
+        if name in SHARED:
+            run_dir, shapes = request.getfixturevalue(SHARED[name])
+        else:
+            shapes = base / "shapes"
+            extra = (*CLASSIFICATION[name], *FEW, "data.batch_size=8")
+            run_dir = train_run(base / "run", *tiny_classification(shapes, *extra))
         photos = sorted(shapes.rglob("*.jpg"))[:2]
     inputs = base / "inputs"
     inputs.mkdir()
@@ -71,9 +108,12 @@ def trained(request, pets_root, tmp_path_factory):
 
 
 def test_train_writes_a_checkpoint_that_scores_its_best_epoch(trained):
-    _, run_dir, _ = trained
+    name, run_dir, _ = trained
     metrics = rundir.read_json(run_dir / rundir.METRICS)
-    assert metrics["best_epoch"] == 1 and np.isfinite(metrics["best_val_loss"])
+    assert metrics["epochs_run"] == metrics["best_epoch"] == 1
+    assert np.isfinite(metrics["best_val_loss"])
+    if name in SEGMENTATION:
+        assert 0 <= metrics["final"]["val_mean_iou"] <= 1
     assert (run_dir / rundir.CHECKPOINT).stat().st_size > 0
 
 
@@ -81,7 +121,9 @@ def test_a_plain_call_of_the_checkpoint_is_inference(trained):
     """No layer may switch the model into training mode: `model(x)` is `model(x, training=False)`
     (a Resizing layer inside DeepLabV3+ once made its BatchNormalization use batch statistics)."""
     _, run_dir, _ = trained
-    model = load_runs(make_config("mode=evaluate", f"run={run_dir}"))[0].load_model()
+    (saved,) = load_runs(make_config("mode=evaluate", f"run={run_dir}"))
+    model = saved.load_model()
+    assert model.name.startswith(saved.config.model.name)  # the configured model (xception_...)
     images = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype("f4")
     np.testing.assert_allclose(model(images), model(images, training=False), atol=1e-6)
 
@@ -111,9 +153,16 @@ def test_predict_writes_one_result_per_input(trained, tmp_path):
         assert all(0.5 <= float(r["probability"]) <= 1 for r in rows)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_export_passes_its_parity_check(trained, fmt, tmp_path):
+@pytest.mark.parametrize(
+    ("trained", "case"),
+    EXPORT_CASES,
+    ids=[f"{name}-{fmt}" for name, fmt in EXPORTS],
+    indirect=["trained"],
+    scope="module",
+)
+def test_export_passes_its_parity_check(trained, case, tmp_path):
     name, run_dir, _ = trained
+    fmt = case.split("/")[1]
     cfg = make_config("mode=export", f"run={run_dir}", f"format={fmt}", f"output={tmp_path}")
     result = export_run(cfg, [], tmp_path)
     print(f"\nparity {name} {fmt}: max |exported - in-memory| = {result.max_abs_diff:.2e}")

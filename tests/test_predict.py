@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_config, tiny_classification, tiny_segmentation, train_run
+from conftest import REAL_SAMPLE, make_config, tiny_segmentation
 from helpers import untrained_run
 from PIL import Image
 
@@ -21,9 +21,9 @@ from cvtrain.modes.predict import run as predict_run
 from cvtrain.saved_run import load_runs
 
 
-@pytest.fixture(scope="module")
-def seg_run(pets_root, tmp_path_factory):
-    return train_run(tmp_path_factory.mktemp("predict") / "seg", *tiny_segmentation(pets_root))
+@pytest.fixture
+def seg_run(seg_runs):
+    return seg_runs[0]  # conftest's, shared with test_evaluate.py
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +89,6 @@ def test_ensemble_of_one_run_twice_predicts_the_same_masks(seg_run, mixed_folder
         np.testing.assert_array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(two)))
 
 
-@pytest.fixture(scope="module")
-def shape_runs(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """Two classifiers trained with different seeds on one folder, so their outputs differ."""
-    base = tmp_path_factory.mktemp("classify")
-    runs = [
-        train_run(
-            base / f"run_{seed}", *tiny_classification(base / "shapes", f"trainer.seed={seed}")
-        )
-        for seed in (1, 2)
-    ]
-    return base / "shapes", runs
-
-
 def predicted(csv_path: Path) -> list[dict[str, str]]:
     with open(csv_path, newline="") as f:
         return list(csv.DictReader(f))
@@ -155,21 +142,9 @@ def test_input_that_matches_nothing_says_so(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_sample_train_evaluate_predict(real_sample, tmp_path):
-    run_dir = train_run(
-        tmp_path / "run",
-        "task=segmentation",
-        "data=oxford_pets",
-        f"data.root={real_sample}",
-        "data.image_size=[64,64]",
-        "data.limit=48",
-        "data.val_samples=16",
-        "data.batch_size=16",
-        "model.width=0.25",
-        "trainer.epochs=1",
-        "trainer.prediction_images=0",
-        "trainer.precision=float32",  # compared with a tight tolerance, on a GPU host too
-    )
+def test_real_sample_train_evaluate_predict(real_run, tmp_path):
+    run_dir, _ = real_run  # conftest's: one epoch at 64 px on REAL_SAMPLE, float32
+    real_sample = REAL_SAMPLE
     report = evaluate_run(make_config("mode=evaluate", f"run={run_dir}"), [], tmp_path)
     logged = rundir.read_json(run_dir / rundir.METRICS)["best"]
     assert report["metrics"]["loss"] == pytest.approx(logged["val_loss"], abs=1e-3)

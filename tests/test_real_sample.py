@@ -31,30 +31,27 @@ def test_all_pairs_indexed_and_lying_files_decode(real_sample):
 
 
 @pytest.mark.slow
-def test_one_epoch_at_64px_completes(real_sample, tmp_path):
-    from cvtrain.data.pipeline import decode_image
-    from cvtrain.train import train
-
-    cfg = make_config(
-        "data=oxford_pets", f"data.root={real_sample}", "data.image_size=[64,64]",
-        "data.val_samples=51", "data.batch_size=32", "model.width=0.25", "trainer.epochs=1",
-        "trainer.prediction_images=2",
-    )  # fmt: skip
-    split, _ = load_split(cfg.data, "segmentation")
-    assert (len(split.train), len(split.val)) == (400, 51)
-    result = train(cfg, split, tmp_path, state=None)
-    assert result.best_epoch == 1 and np.isfinite(result.best_val_loss)
-    assert (tmp_path / "checkpoints" / "best.keras").is_file()
-
+def test_one_epoch_at_64px_completes(real_run):
     import keras
 
-    model = keras.models.load_model(tmp_path / "checkpoints" / "best.keras")
+    from cvtrain.data.pipeline import decode_image
+
+    run_dir, overrides = real_run  # conftest's: one epoch at 64 px, shared with test_predict.py
+    cfg = make_config(*overrides)
+    split, _ = load_split(cfg.data, "segmentation")
+    assert (len(split.train), len(split.val)) == (400, 51)
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
+    assert metrics["epochs_run"] == metrics["best_epoch"] == 1
+    assert np.isfinite(metrics["best_val_loss"])
+    assert (run_dir / "checkpoints" / "best.keras").is_file()
+
+    model = keras.models.load_model(run_dir / "checkpoints" / "best.keras")
     images = np.stack([decode_image(p, (64, 64)).numpy() for p in split.val.images[:2]])
     masks = model.predict(images.astype(np.float32), verbose=0)
     assert masks.shape == (2, 64, 64, 3)  # pet, background, border per pixel
     np.testing.assert_allclose(masks.sum(-1), 1.0, rtol=1e-4)
-    logged = rundir.read_json(tmp_path / rundir.METRICS)["best_val_loss"]
-    assert checkpoint_scores(tmp_path, cfg, split)["loss"] == pytest.approx(logged, rel=1e-3)
+    logged = metrics["best_val_loss"]
+    assert checkpoint_scores(run_dir, cfg, split)["loss"] == pytest.approx(logged, rel=1e-3)
 
 
 def test_missing_real_sample_skips_locally_but_fails_under_ci(tmp_path):

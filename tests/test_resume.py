@@ -220,9 +220,11 @@ def test_resume_short_form_reuses_saved_overrides(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_restores_the_optimizer_state_with_the_weights(pets_root, tmp_path):
+def test_resume_restores_the_optimizer_state_with_the_weights(adam_run, tmp_path):
     """backup/ holds the optimizer too: a resumed Adam continues its step count and moments
     (a fresh optimizer would restart both at zero)."""
+    import shutil
+
     import numpy as np
     import tensorflow as tf
 
@@ -230,17 +232,17 @@ def test_resume_restores_the_optimizer_state_with_the_weights(pets_root, tmp_pat
     from cvtrain.resume import check_compatible
     from cvtrain.tasks import get_task
 
-    run = tmp_path / "run"
-    extra = ("optimizer=adam", "trainer.epochs=2", "trainer.prediction_images=0")
-    _, cfg, split = train_in_process(pets_root, run, *extra)
+    _, cfg, split, trained = adam_run  # conftest's: 4 epochs of Adam, tiny data
+    run = shutil.copytree(trained, tmp_path / "run")  # resumed here, not in the shared run
     state = check_compatible(run, cfg, split.train.num_classes)
+    assert state.epoch == cfg.trainer.epochs == 4
     training.setup_runtime(cfg.trainer)
     inputs = training.build_inputs(cfg, split, run)
     strategy = tf.distribute.get_strategy()
     model = training.build_and_compile(cfg, get_task(cfg.task.name), split, inputs.steps, strategy)
     assert int(model.optimizer.iterations) == 0
     training.continue_from(state, run, run, model, cfg, strategy)
-    assert int(model.optimizer.iterations) == 2 * inputs.steps
+    assert int(model.optimizer.iterations) == 4 * inputs.steps
     moments = [v for v in model.optimizer.variables if v.path.endswith(("momentum", "velocity"))]
     assert len(moments) == 2 * len(model.trainable_variables)
     assert all(np.any(keras_value(v) != 0) for v in moments)

@@ -4,7 +4,6 @@ errors stay visible where a GPU is installed, and the user's TF_CPP_MIN_LOG_LEVE
 from __future__ import annotations
 
 import pytest
-from conftest import run_cli, tiny_segmentation
 
 from cvtrain.tf_logging import LEVEL_ENV, configure, drop_hidden, min_log_level
 
@@ -53,13 +52,8 @@ def test_lines_below_the_level_are_dropped_and_the_rest_kept_in_order():
 
 
 @pytest.mark.slow
-def test_a_healthy_cpu_run_prints_none_of_tensorflows_start_up_lines(
-    pets_root, tmp_path, monkeypatch
-):
-    monkeypatch.delenv(LEVEL_ENV, raising=False)
-    proc = run_cli(
-        *tiny_segmentation(pets_root, "trainer.epochs=1"), f"hydra.run.dir={tmp_path / 'run'}"
-    )
+def test_a_healthy_cpu_run_prints_none_of_tensorflows_start_up_lines(cli_seg_run):
+    _, proc = cli_seg_run  # conftest's CLI training, started without TF_CPP_MIN_LOG_LEVEL
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Training finished" in proc.stdout
     assert [line for line in NOISE if line in proc.stderr + proc.stdout] == []

@@ -8,18 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_config, run_cli, tiny_segmentation, train_run
+from conftest import make_config, mlflow_overrides, run_cli, tiny_segmentation, train_run
 
 from cvtrain.errors import ConfigError, UserError
-
-
-def mlflow_overrides(tmp_path) -> list[str]:
-    """A private SQLite store and artefact folder under tmp_path."""
-    return [
-        "tracking=mlflow",
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        f"tracking.artifact_location={tmp_path}/mlartifacts",
-    ]
 
 
 def runs_of(tmp_path):
@@ -94,28 +85,19 @@ def test_run_logs_params_metrics_artifacts_and_tags(tmp_path, pets_root):
 
 
 @pytest.mark.slow
-def test_sweep_jobs_nest_under_one_parent_run(tmp_path, pets_root):
-    sweep = tmp_path / "sweep"
-    result = run_cli(
-        "-m",
-        *tiny_segmentation(pets_root, "trainer.epochs=1", "optimizer.lr=0.001,0.0003"),
-        *mlflow_overrides(tmp_path),
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    _, runs = runs_of(tmp_path)
+def test_sweep_jobs_nest_under_one_parent_run(grid_sweep):
+    sweep, _, store = grid_sweep  # conftest's 2x2 grid of optimizer.lr x model.dropout
+    _, runs = runs_of(store)
     parents = [r for r in runs if r.data.tags.get("cvtrain.role") == "sweep"]
     assert len(parents) == 1
     parent = parents[0]
     assert parent.data.tags["cvtrain.sweep_dir"] == str(sweep.resolve())
     jobs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(runs) == 3 and len(jobs) == 2
+    assert len(runs) == 5 and len(jobs) == 4
     assert sorted(j.data.tags["cvtrain.run_dir"] for j in jobs) == [
-        str(sweep.resolve() / "0"),
-        str(sweep.resolve() / "1"),
+        str(sweep.resolve() / job) for job in "0123"
     ]
-    assert sorted(j.data.params["optimizer.lr"] for j in jobs) == ["0.0003", "0.001"]
+    assert sorted(j.data.params["optimizer.lr"] for j in jobs) == ["0.001"] * 2 + ["0.003"] * 2
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 

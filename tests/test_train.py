@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_config, tiny_segmentation
+from conftest import make_config
 from helpers import checkpoint_scores
-
-from cvtrain.data.sources import load_split
 
 
 @pytest.mark.slow
-def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(pets_root, tmp_path):
-    from cvtrain.train import train
-
-    cfg = make_config(*tiny_segmentation(pets_root, "trainer.epochs=4", "optimizer=adam"))
-    split, _ = load_split(cfg.data, cfg.task.name)
-    result = train(cfg, split, tmp_path, state=None)
+def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(adam_run):
+    result, cfg, split, run_dir = adam_run  # conftest's: 4 epochs of Adam, tiny data
+    assert len(result.history["loss"]) == 4
 
     losses = result.history["loss"]
     assert losses[-1] < losses[0]
     assert result.best_val_loss == min(result.history["val_loss"])
     assert result.best_epoch == int(np.argmin(result.history["val_loss"])) + 1
 
-    scores = checkpoint_scores(tmp_path, cfg, split)
+    scores = checkpoint_scores(run_dir, cfg, split)
     assert np.isclose(scores["loss"], result.best_val_loss, rtol=1e-3)
 
 
