@@ -73,7 +73,7 @@ DEEPLAB_EXPORTS = {
     "deeplabv3plus_xception": ("keras",),
 }
 EXPORTS = [(name, fmt) for name in MODELS for fmt in DEEPLAB_EXPORTS.get(name, FORMATS)]
-# The export test takes `trained` with these pairs; `fmt` is given as "<model>/<format>", a value
+# The export test takes `trained` with these pairs and the format as "<model>/<format>", a value
 # of its own for each test, so that pytest still runs each model's tests together (it groups
 # module-scoped parameters by value) and trains each model once.
 EXPORT_CASES = [(name, f"{name}/{fmt}") for name, fmt in EXPORTS]
