@@ -57,7 +57,7 @@ def book(root: Path, size: int, batch: int) -> None:
     import numpy as np
     from keras.utils import img_to_array, load_img
 
-    from cvtrain.config import ModelConfig
+    from cvtrain.config.schema import ModelConfig
     from cvtrain.models import build_model
 
     pairs = image_mask_pairs(root)

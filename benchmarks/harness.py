@@ -19,8 +19,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from cvtrain import rundir
-from cvtrain.cli import config_dir
-from cvtrain.config import RunConfig, validate
+from cvtrain.cli.main import config_dir
+from cvtrain.cli.validate import validate
+from cvtrain.config.schema import RunConfig
 from cvtrain.console import console
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +75,7 @@ def cvtrain_epoch_seconds(cfg: RunConfig, run_dir: Path) -> tuple[list[float], i
     includes every callback's end-of-epoch work; nothing else is changed.
     """
     from cvtrain.data.sources import load_split
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     clock = epoch_clock()()
     split, _ = load_split(cfg.data, cfg.task.name)

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from omegaconf import OmegaConf
 
-from cvtrain.config import ModelConfig
+from cvtrain.config.schema import ModelConfig
 from cvtrain.models import build_model
 
 MODEL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"

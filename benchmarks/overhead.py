@@ -58,7 +58,8 @@ def compiled_model(cfg, split):
     import tensorflow as tf
 
     from cvtrain.tasks import get_task
-    from cvtrain.train import build_and_compile, build_inputs, setup_runtime
+    from cvtrain.training.inputs import build_inputs
+    from cvtrain.training.trainer import build_and_compile, setup_runtime
 
     setup_runtime(cfg.trainer)
     inputs = build_inputs(cfg, split, Path(tempfile.mkdtemp()))

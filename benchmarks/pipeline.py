@@ -47,7 +47,7 @@ def load_book(index, size: int) -> tuple[float, int]:
 
 def load_cvtrain(index, size: int, batch: int) -> tuple[float, int]:
     """One training epoch of cvtrain's tf.data pipeline; returns time to the first batch."""
-    from cvtrain.config import DataConfig
+    from cvtrain.config.schema import DataConfig
     from cvtrain.data.pipeline import build_dataset
 
     cfg = DataConfig(image_size=[size, size], batch_size=batch)
@@ -62,7 +62,7 @@ def load_cvtrain(index, size: int, batch: int) -> tuple[float, int]:
 def measure(kind: str, size: int, batch: int) -> dict:
     import tensorflow as tf  # noqa: F401  (both sides pay the same imports before the clock)
 
-    from cvtrain.config import DataConfig
+    from cvtrain.config.schema import DataConfig
     from cvtrain.data.sources import load_index
 
     baseline = peak_rss_mb()

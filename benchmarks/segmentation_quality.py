@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_dir
 from rich.table import Table
 
 from cvtrain import rundir
-from cvtrain.cli import config_dir
-from cvtrain.config import validate
+from cvtrain.cli.main import config_dir
+from cvtrain.cli.validate import validate
 from cvtrain.console import console
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ MODELS = {
 
 def run_one(overrides: list[str], run_dir: Path) -> dict:
     from cvtrain.data.sources import load_split
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = validate(compose(config_name="config", overrides=overrides))

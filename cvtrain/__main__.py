@@ -1,3 +1,3 @@
-from cvtrain.cli import main
+from cvtrain.cli.main import main
 
 main()

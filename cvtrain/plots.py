@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cvtrain.metrics.evaluation import CLASS_IOU  # noqa: E402
 from cvtrain.rundir import write_atomic  # noqa: E402
-from cvtrain.scores import CLASS_IOU  # noqa: E402
 
 # pet, background, border (and more for other datasets), as RGB
 PALETTE = np.array(

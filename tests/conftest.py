@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from cvtrain.cli import config_dir
-from cvtrain.config import RunConfig, validate
+from cvtrain.cli.main import config_dir
+from cvtrain.cli.validate import validate
+from cvtrain.config.schema import RunConfig
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "oxford_pets_sample"
@@ -34,7 +35,7 @@ def _private_data_cache(tmp_path_factory):
 
 def make_config(*overrides: str) -> RunConfig:
     """Compose and validate a config exactly as `cvtrain <overrides>` would."""
-    from cvtrain import cli  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+    from cvtrain.cli import main  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return validate(compose(config_name="config", overrides=list(overrides)))
@@ -131,10 +132,10 @@ def train_run(run_dir: Path, *overrides: str) -> Path:
     that mode=evaluate/predict/export can load the run."""
     from omegaconf import OmegaConf
 
-    from cvtrain import cli  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+    from cvtrain.cli import main  # noqa: F401  (registers the schema in Hydra's ConfigStore)
     from cvtrain.data.sources import load_split
     from cvtrain.rundir import SAVED_CONFIG
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         raw = compose(config_name="config", overrides=list(overrides))
@@ -221,7 +222,7 @@ def xception_run(tmp_path_factory) -> tuple[Path, Path]:
 def cli_seg_run(pets_root, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`cvtrain <tiny segmentation>` run as a user runs it, with TF_CPP_MIN_LOG_LEVEL unset (as in
     a fresh shell; importing cvtrain here set it): (run dir, the finished process)."""
-    from cvtrain.tf_logging import LEVEL_ENV
+    from cvtrain.cli.tf_logging import LEVEL_ENV
 
     run = tmp_path_factory.mktemp("cli") / "run"
     with pytest.MonkeyPatch.context() as env:
@@ -235,7 +236,7 @@ def adam_run(pets_root, tmp_path_factory):
     """(TrainResult, config, split, run dir): four epochs of Adam on the tiny segmentation data,
     trained through train() as mode=train does (test_train.py, test_resume.py)."""
     from cvtrain.data.sources import load_split
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     run_dir = tmp_path_factory.mktemp("adam") / "run"
     cfg = make_config(*tiny_segmentation(pets_root, "trainer.epochs=4", "optimizer=adam"))

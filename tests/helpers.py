@@ -50,8 +50,8 @@ def checkpoint_scores(run_dir: Path, cfg, split) -> dict[str, float]:
 
 def train_in_process(root: Path, run_dir: Path, *extra: str):
     from cvtrain.data.sources import load_split
-    from cvtrain.resume import check_compatible
-    from cvtrain.train import train
+    from cvtrain.state.resume import check_compatible
+    from cvtrain.training.trainer import train
 
     cfg = make_config(*tiny_segmentation(root, *extra))
     split, _ = load_split(cfg.data, cfg.task.name)
@@ -81,7 +81,7 @@ def wait_for_rows(proc: subprocess.Popen, run_dir: Path, rows: int, timeout: flo
 PROBE = """
 import sys
 sys.argv = ["cvtrain", *sys.argv[1:]]
-from cvtrain.cli import main
+from cvtrain.cli.main import main
 try:
     main()
 except SystemExit as exc:
@@ -109,7 +109,7 @@ def untrained_run(run_dir: Path, *overrides: str, model=None) -> Path:
     untrained `best.keras` (the config's model, or `model`)."""
     from omegaconf import OmegaConf
 
-    from cvtrain.config import to_dict
+    from cvtrain.config.schema import to_dict
     from cvtrain.models import build_model
 
     cfg = make_config(*overrides)

@@ -105,7 +105,7 @@ from cvtrain.data import oxford_pets
 from cvtrain.data.download import Remote
 oxford_pets.ARCHIVES = (Remote("http://127.0.0.1:9/images.tar.gz", "0" * 64, 10),)
 sys.argv = ["cvtrain", *sys.argv[1:]]
-from cvtrain.cli import main
+from cvtrain.cli.main import main
 main()
 """
 

@@ -18,12 +18,12 @@ from conftest import assert_picture, make_config, run_cli, tiny_classification
 from helpers import checkpoint_scores
 from PIL import Image
 
-from cvtrain.config import AugmentConfig, LossConfig, ModelConfig
+from cvtrain.config.schema import AugmentConfig, LossConfig, ModelConfig
 from cvtrain.data import cats_vs_dogs, synthetic_shapes
 from cvtrain.data.download import Remote
-from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
 from cvtrain.data.sources import load_index, load_split
 from cvtrain.errors import ConfigError, DataError
+from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
 
 
 def build(name: str, shape: tuple[int, int, int], num_classes: int, **kw):
@@ -161,7 +161,7 @@ def test_image_folder_skips_bad_files_and_trains_on_the_rest(tmp_path):
     )
     assert images.shape == (15, 32, 32, 3)  # grayscale, CMYK and the PNG all decode to RGB
 
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     split, _ = load_split(cfg.data, CLASSIFICATION)
     result = train(cfg, split, tmp_path / "run", state=None)
@@ -289,7 +289,7 @@ def test_oxford_species_and_breeds_on_the_real_sample(real_sample, tmp_path):
     index, _ = load_index(breeds.data, CLASSIFICATION)
     assert index.class_names == ("Abyssinian", "Bengal", "american_bulldog")
 
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     split, _ = load_split(cfg.data, CLASSIFICATION)
     result = train(cfg, split, tmp_path / "run", state=None)

@@ -13,7 +13,7 @@ from helpers import run_probe
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from cvtrain.cli import describe_hydra_error
+from cvtrain.cli.main import describe_hydra_error
 from cvtrain.errors import UserError
 
 
@@ -190,7 +190,7 @@ def test_segmentation_run_writes_the_run_dir_contract(cli_seg_run):
 def test_help_lists_every_config_group_and_the_config_the_overrides_compose():
     from pathlib import Path
 
-    from cvtrain import help_page
+    from cvtrain.cli import help_page
     from cvtrain.paths import config_dir
 
     text = help_page.render(["task=classification", "--help"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_config
 
-from cvtrain.config import validate
+from cvtrain.cli.validate import validate
 from cvtrain.errors import ConfigError
 from cvtrain.modes import MODES
 
@@ -145,7 +145,7 @@ def test_unknown_key_is_rejected_even_when_forced_with_plus():
 def test_every_mode_the_schema_accepts_is_wired_in_the_cli():
     import inspect
 
-    from cvtrain.cli import MODES as CLI_MODES
+    from cvtrain.cli.main import MODES as CLI_MODES
 
     assert set(MODES) == set(CLI_MODES)
     for name, mode in MODES.items():  # one signature for every mode

@@ -10,9 +10,10 @@ from conftest import make_config
 from PIL import Image
 
 from cvtrain.data import oxford_pets, synthetic_pets
-from cvtrain.data.index import SEGMENTATION, FileIndex, sniff_image, split_index
+from cvtrain.data.index import FileIndex, sniff_image, split_index
 from cvtrain.data.sources import load_index
 from cvtrain.errors import ConfigError, DataError
+from cvtrain.tasks.specs import SEGMENTATION
 
 
 def _index(n: int) -> FileIndex:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import CVTRAIN, make_config, tiny_segmentation
 
-from cvtrain.config import TrainerConfig
+from cvtrain.config.schema import TrainerConfig
 from cvtrain.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent
@@ -32,8 +32,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, sys.argv[1])
 from conftest import make_config
 from cvtrain.data.sources import load_split
-from cvtrain.distribute import make_strategy
-from cvtrain.train import train
+from cvtrain.training.distribute import make_strategy
+from cvtrain.training.trainer import train
 
 overrides, out = json.loads(sys.argv[2]), Path(sys.argv[3])
 variants = {
@@ -62,7 +62,7 @@ def test_multi_worker_needs_the_custom_loop():
 
 
 def test_auto_strategy_follows_tf_config_and_gpus(monkeypatch):
-    from cvtrain.distribute import strategy_name
+    from cvtrain.training.distribute import strategy_name
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert strategy_name(TrainerConfig(), num_gpus=0) == "one_device"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvtrain import resume, rundir
+from cvtrain import rundir
+from cvtrain.state import resume
 
 
 def tiny_model(seed: int):
@@ -34,7 +35,7 @@ def assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 def scramble(model) -> None:
     """What the next epoch does to the variables while the last one is being written."""
-    from cvtrain import snapshots
+    from cvtrain.state import snapshots
 
     for v in snapshots.training_variables(model):
         v.assign(np.full(v.shape, 7, v.dtype))
@@ -47,8 +48,8 @@ def saved_weights(path) -> list[np.ndarray]:
 
 
 def test_best_checkpoint_is_written_at_most_once_per_interval_then_flushed(tmp_path):
-    from cvtrain import snapshots
-    from cvtrain.checkpoint import BestCheckpoint
+    from cvtrain.state import snapshots
+    from cvtrain.state.best_model import BestCheckpoint
 
     model = tiny_model(0)
     checkpoint = BestCheckpoint(tmp_path / "best.keras", write_every_s=3600)
@@ -94,11 +95,11 @@ class SlowestDisk:
 
 
 def test_epoch_state_is_the_variables_at_epoch_end_even_when_written_later(tmp_path, monkeypatch):
-    from cvtrain import snapshots
-    from cvtrain.checkpoint import BestCheckpoint
-    from cvtrain.resume_callbacks import SaveResumeState
+    from cvtrain.state import snapshots
+    from cvtrain.state.best_model import BestCheckpoint
+    from cvtrain.state.keeper import SaveResumeState
 
-    monkeypatch.setattr("cvtrain.resume_callbacks.BackgroundJobs", SlowestDisk)
+    monkeypatch.setattr("cvtrain.state.keeper.BackgroundJobs", SlowestDisk)
     model = tiny_model(0)
     saver = SaveResumeState(tmp_path, BestCheckpoint(tmp_path / "best.keras"), None, {"k": 1})
     saver.set_model(model)
@@ -122,8 +123,8 @@ def test_epoch_state_is_the_variables_at_epoch_end_even_when_written_later(tmp_p
 
 
 def test_a_failed_state_write_is_raised_on_the_training_thread(tmp_path):
-    from cvtrain.checkpoint import BestCheckpoint
-    from cvtrain.resume_callbacks import SaveResumeState
+    from cvtrain.state.best_model import BestCheckpoint
+    from cvtrain.state.keeper import SaveResumeState
 
     model = tiny_model(0)
     (tmp_path / rundir.BACKUP).write_text("not a folder")
@@ -137,9 +138,9 @@ def test_a_failed_state_write_is_raised_on_the_training_thread(tmp_path):
 @pytest.mark.parametrize("saved_by", ["cvtrain", "keras (runs saved by earlier versions)"])
 def test_restore_puts_back_weights_and_optimizer(tmp_path, saved_by):
     """A new process numbers Keras's auto-named layers differently: the state must not care."""
-    from cvtrain import snapshots
-    from cvtrain.checkpoint import BestCheckpoint
-    from cvtrain.resume_callbacks import restore
+    from cvtrain.state import snapshots
+    from cvtrain.state.best_model import BestCheckpoint
+    from cvtrain.state.keeper import restore
 
     trained = tiny_model(0)
     backup = tmp_path / rundir.BACKUP

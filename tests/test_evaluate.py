@@ -19,15 +19,15 @@ from helpers import untrained_run
 from cvtrain import rundir
 from cvtrain.data.index import class_id
 from cvtrain.errors import ConfigError
-from cvtrain.modes.evaluate import eval_index, evaluate, run
-from cvtrain.saved_run import load_runs
-from cvtrain.scores import (
+from cvtrain.metrics.evaluation import (
     classification_metrics,
     confusion,
     nll_sum,
     roc_auc,
     segmentation_metrics,
 )
+from cvtrain.modes.evaluate import eval_index, evaluate, run
+from cvtrain.rundir.saved import load_runs
 
 
 @pytest.fixture

@@ -154,7 +154,7 @@ def book_grad_cam(model, layer: str, image: np.ndarray, class_id: int) -> np.nda
 def test_layer_override_gives_that_layers_grad_cam_and_bad_layers_fail(disc_run, tmp_path):
     import keras
 
-    from cvtrain.saved_run import load_runs
+    from cvtrain.rundir.saved import load_runs
 
     model = load_runs(make_config("mode=evaluate", f"run={disc_run}"))[0].load_model()
     layer = [x.name for x in model.layers if isinstance(x, keras.layers.Add)][-2]  # a block back
@@ -264,8 +264,8 @@ def test_feature_maps_inside_nested_backbones_are_computed_with_the_output():
     split model gives the model's own output and the backbone layer's own activations."""
     import keras
 
-    from cvtrain.config import ModelConfig
-    from cvtrain.gradcam import GradCam
+    from cvtrain.config.schema import ModelConfig
+    from cvtrain.inference.gradcam import GradCam
     from cvtrain.models import build_model
 
     x = np.random.default_rng(0).uniform(0, 255, (1, 71, 71, 3)).astype(np.float32)

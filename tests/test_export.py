@@ -11,11 +11,11 @@ from conftest import make_config, tiny_segmentation, train_run
 from PIL import Image
 
 from cvtrain.errors import ConfigError
-from cvtrain.export_formats import FORMATS
+from cvtrain.inference.export_formats import FORMATS
 from cvtrain.modes.export import run as export_run
-from cvtrain.modes.predict import MASKS
 from cvtrain.modes.predict import run as predict_run
-from cvtrain.saved_run import load_runs
+from cvtrain.rundir.saved import load_runs
+from cvtrain.tasks.segmentation import MASKS
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_keras_file_loads_safely_and_takes_uint8_of_any_size(seg_run, photo, tmp
 def test_tflite_runs_in_the_interpreter_within_tolerance(seg_run, photo, tmp_path):
     import tensorflow as tf
 
-    from cvtrain.serving import raw_predictor
+    from cvtrain.inference.serving import raw_predictor
 
     result = export(seg_run, "tflite", tmp_path)
     assert result.path.suffix == ".tflite" and result.max_abs_diff <= FORMATS["tflite"].tolerance
@@ -105,7 +105,7 @@ def test_tflite_runs_in_the_interpreter_within_tolerance(seg_run, photo, tmp_pat
 def test_onnx_takes_raw_uint8_of_any_size_like_predict(seg_run, photo, tmp_path):
     import onnxruntime
 
-    from cvtrain.serving import raw_predictor
+    from cvtrain.inference.serving import raw_predictor
 
     result = export(seg_run, "onnx", tmp_path)
     assert result.path == seg_run / "export" / "model.onnx"
@@ -119,11 +119,11 @@ def test_onnx_takes_raw_uint8_of_any_size_like_predict(seg_run, photo, tmp_path)
 
 
 def test_onnx_without_its_extra_says_how_to_install_it(tmp_path, monkeypatch):
-    import cvtrain.config
+    import cvtrain.cli.validate
 
-    real = cvtrain.config.find_spec
+    real = cvtrain.cli.validate.find_spec
     monkeypatch.setattr(
-        cvtrain.config, "find_spec", lambda name: None if name == "tf2onnx" else real(name)
+        cvtrain.cli.validate, "find_spec", lambda name: None if name == "tf2onnx" else real(name)
     )
     message = "format=onnx needs tf2onnx: pip install 'cvtrain[onnx]'"
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -144,7 +144,7 @@ def test_a_mixed_precision_run_exports_to_tflite_in_float32(pets_root, photo, tm
     import keras
     import tensorflow as tf
 
-    from cvtrain.serving import raw_predictor
+    from cvtrain.inference.serving import raw_predictor
 
     overrides = ("model.filters=[16,32]", "trainer.epochs=1", "trainer.prediction_images=0")
     try:

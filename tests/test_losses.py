@@ -1,5 +1,5 @@
-"""loss=, loss.class_weights and the per-class training metrics (cvtrain/losses.py and
-cvtrain/pixel_losses.py, cvtrain/class_weights.py, cvtrain/pixel_metrics.py).
+"""loss=, loss.class_weights and the per-class training metrics (cvtrain/losses/__init__.py and
+cvtrain/losses/pixelwise.py, cvtrain/losses/class_weights.py, cvtrain/metrics/epoch.py).
 
 Every loss and metric is checked against NumPy on a batch that holds ignored pixels (label -1)
 whose probabilities would change the value if they were counted.
@@ -13,11 +13,14 @@ from conftest import make_config, tiny_segmentation, train_run
 from helpers import history_rows
 from PIL import Image
 
-from cvtrain import class_weights, resume, rundir
-from cvtrain.config import LossConfig
-from cvtrain.data.index import SEGMENTATION, FileIndex
+from cvtrain import rundir
+from cvtrain.config.schema import LossConfig
+from cvtrain.data.index import FileIndex
 from cvtrain.errors import ConfigError
-from cvtrain.scores import EPSILON, confusion, segmentation_metrics
+from cvtrain.losses import class_weights
+from cvtrain.metrics.evaluation import EPSILON, confusion, segmentation_metrics
+from cvtrain.state import resume
+from cvtrain.tasks.specs import SEGMENTATION
 
 NAMES = ("pet", "background", "border")
 # One image of 2x3 pixels, 3 classes; the last pixel is ignored and confidently wrong.
@@ -79,7 +82,7 @@ def test_crossentropy_is_the_chapters_loss_where_nothing_is_ignored():
 
     labels = np.where(LABELS < 0, 2, LABELS)
     keras_loss = keras.losses.SparseCategoricalCrossentropy()(labels, PROBS)
-    from cvtrain.pixel_losses import Crossentropy
+    from cvtrain.losses.pixelwise import Crossentropy
 
     assert float(Crossentropy()(labels, PROBS)) == pytest.approx(float(keras_loss), rel=1e-6)
 
@@ -102,7 +105,7 @@ def test_losses_compile_with_xla_and_keep_their_config():
 
 
 def test_pixel_metrics_come_from_one_matrix_without_ignored_pixels():
-    from cvtrain.pixel_metrics import pixel_metrics
+    from cvtrain.metrics.epoch import pixel_metrics
 
     metrics = pixel_metrics(NAMES)
     for _ in range(2):  # two batches; the readers count nothing themselves
@@ -124,7 +127,7 @@ def test_pixel_metrics_come_from_one_matrix_without_ignored_pixels():
 
 
 def test_a_class_in_neither_truth_nor_prediction_is_left_out_of_mean_iou():
-    from cvtrain.pixel_metrics import pixel_metrics
+    from cvtrain.metrics.epoch import pixel_metrics
 
     metrics = pixel_metrics((*NAMES, "tail"))
     for metric in metrics:

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cvtrain import rundir
-from cvtrain.config import to_dict
+from cvtrain.config.schema import to_dict
 from cvtrain.data.sources import load_index
 from cvtrain.errors import ConfigError, DataError
 

@@ -21,12 +21,13 @@ from conftest import (
 from PIL import Image
 
 from cvtrain import rundir
-from cvtrain.export_formats import FORMATS
+from cvtrain.inference.export_formats import FORMATS
 from cvtrain.modes.evaluate import run as evaluate_run
 from cvtrain.modes.export import run as export_run
-from cvtrain.modes.predict import CSV, MASKS
 from cvtrain.modes.predict import run as predict_run
-from cvtrain.saved_run import load_runs
+from cvtrain.rundir.saved import load_runs
+from cvtrain.tasks.classification import CSV
+from cvtrain.tasks.segmentation import MASKS
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,9 @@ import yaml
 from conftest import CVTRAIN, REPO, make_config, tiny_segmentation
 from test_resume import history_rows
 
-from cvtrain import resume, rundir
+from cvtrain import rundir
 from cvtrain.errors import ConfigError
+from cvtrain.state import resume
 
 # The README's multi-worker command (sbatch, Kubernetes); the tests add tiny data and a run dir.
 RECIPE = ["task=segmentation", "trainer.loop=custom"]
@@ -106,9 +107,9 @@ def saved_weights_digest(run_dir: Path, args: list[str]) -> str:
     """The digest of the chief's last resume state on disk."""
     import keras
 
-    from cvtrain import snapshots
-    from cvtrain.custom_loop import weights_digest
     from cvtrain.models import build_model
+    from cvtrain.state import snapshots
+    from cvtrain.training.custom_loop import weights_digest
 
     cfg = make_config(*args[:-1])
     model = build_model(cfg.model, (*cfg.data.image_size, 3), 3)
@@ -231,9 +232,9 @@ def test_srun_step_of_two_tasks_trains_one_model_without_tf_config(pets_root, tm
 
 
 def test_an_srun_step_is_the_cluster_in_block_order(tmp_path, monkeypatch):
-    from cvtrain.cluster import slurm_cluster, worker_rank
-    from cvtrain.config import TrainerConfig
-    from cvtrain.distribute import strategy_name
+    from cvtrain.config.schema import TrainerConfig
+    from cvtrain.training.cluster import slurm_cluster, worker_rank
+    from cvtrain.training.distribute import strategy_name
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     for key, value in fake_slurm(tmp_path, tasks=4, per_node="2(x2)", node="n1 n2").items():
@@ -279,7 +280,7 @@ class TwoWorkerInputs:
 def test_each_worker_reads_only_its_own_shard_of_the_files(pets_root, tmp_path):
     from cvtrain.data.pipeline import build_dataset
     from cvtrain.data.sources import load_split
-    from cvtrain.distribute import distributed_dataset
+    from cvtrain.training.distribute import distributed_dataset
 
     cfg = make_config(*tiny_segmentation(pets_root, "data.limit=24"))
     train = load_split(cfg.data, cfg.task.name)[0].train  # 16 samples
@@ -363,7 +364,7 @@ def test_kubernetes_recipe_has_one_pod_per_worker_each_with_its_tf_config():
 def test_submitit_sweep_recipes_compose_against_the_launcher_schema():
     from hydra import compose, initialize_config_dir
 
-    from cvtrain.cli import config_dir
+    from cvtrain.cli.main import config_dir
 
     text = (REPO / "README.md").read_text()
     lines = re.findall(r"^\s*(cvtrain -m hydra/launcher=slurm .*)$", text, flags=re.MULTILINE)

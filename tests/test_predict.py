@@ -15,10 +15,11 @@ from PIL import Image
 
 from cvtrain import rundir
 from cvtrain.errors import DataError
+from cvtrain.inference.input_files import expand_inputs
 from cvtrain.modes.evaluate import run as evaluate_run
-from cvtrain.modes.predict import MASKS, OVERLAYS, expand_inputs
 from cvtrain.modes.predict import run as predict_run
-from cvtrain.saved_run import load_runs
+from cvtrain.rundir.saved import load_runs
+from cvtrain.tasks.segmentation import MASKS, OVERLAYS
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def op_determinism_reset():
 
 
 def train_tiny(root, run_dir, *extra):
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     cfg = make_config(*tiny_segmentation(root, "trainer.prediction_images=0", *extra))
     split, _ = load_split(cfg.data, cfg.task.name)
@@ -35,7 +35,7 @@ def test_trainer_seed_seeds_python_numpy_and_tensorflow():
     import numpy as np
     import tensorflow as tf
 
-    from cvtrain.train import setup_runtime
+    from cvtrain.training.trainer import setup_runtime
 
     def draws():
         return random.random(), np.random.rand(), float(tf.random.uniform(()))
@@ -54,7 +54,7 @@ def test_each_training_starts_from_a_cleared_keras_session():
     """Sweep jobs sharing a process: setup_runtime clears what the previous job left."""
     import keras
 
-    from cvtrain.train import setup_runtime
+    from cvtrain.training.trainer import setup_runtime
 
     keras.layers.Dense(1), keras.layers.Dense(1)  # a previous job's layers
     setup_runtime(make_config("trainer.precision=float32").trainer)
@@ -80,7 +80,7 @@ def test_same_seed_and_determinism_give_identical_losses(pets_root, tmp_path, op
 def test_manifest_records_code_versions_devices_and_data(pets_root, tmp_path):
     import tensorflow as tf
 
-    from cvtrain.manifest import write
+    from cvtrain.rundir.manifest import write
 
     cfg = make_config(*tiny_segmentation(pets_root, "trainer.seed=5"))
     split, _ = load_split(cfg.data, cfg.task.name)
@@ -98,7 +98,7 @@ def test_manifest_records_code_versions_devices_and_data(pets_root, tmp_path):
 
 
 def test_dataset_fingerprint_follows_the_data_and_split_not_the_location(pets_root, tmp_path):
-    from cvtrain.manifest import dataset_fingerprint
+    from cvtrain.rundir.manifest import dataset_fingerprint
 
     def fingerprint(root, *extra):
         cfg = make_config(*tiny_segmentation(root, *extra))
@@ -117,7 +117,7 @@ def test_dataset_fingerprint_follows_the_data_and_split_not_the_location(pets_ro
 
 @pytest.mark.slow
 def test_debug_overfit_drives_the_training_loss_down(pets_root, tmp_path):
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     preset = make_config("task=segmentation", "debug=overfit")
     assert preset.data.augment.flip is False and preset.trainer.epochs == 30

@@ -15,8 +15,9 @@ from helpers import (
     wait_for_rows,
 )
 
-from cvtrain import resume, rundir
+from cvtrain import rundir
 from cvtrain.errors import ConfigError
+from cvtrain.state import resume
 
 
 @pytest.mark.slow
@@ -86,7 +87,7 @@ def test_finished_run_extends_from_2_to_3_epochs_with_tensorboard_continued(pets
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_the_epoch_and_keeps_best_checkpoint(pets_root, tmp_path):
-    from cvtrain.resume_callbacks import NonFiniteLoss
+    from cvtrain.state.keeper import NonFiniteLoss
 
     run_dir = tmp_path / "run"
     _, cfg, split = train_in_process(
@@ -120,7 +121,7 @@ def test_a_run_that_fails_keeps_its_last_epoch_and_its_best_model(pets_root, tmp
     import keras
 
     from cvtrain.data.sources import load_split
-    from cvtrain.train import train
+    from cvtrain.training.trainer import train
 
     class FailsAtEpoch4(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -228,9 +229,9 @@ def test_resume_restores_the_optimizer_state_with_the_weights(adam_run, tmp_path
     import numpy as np
     import tensorflow as tf
 
-    from cvtrain import train as training
-    from cvtrain.resume import check_compatible
+    from cvtrain.state.resume import check_compatible
     from cvtrain.tasks import get_task
+    from cvtrain.training import trainer as training
 
     _, cfg, split, trained = adam_run  # conftest's: 4 epochs of Adam, tiny data
     run = shutil.copytree(trained, tmp_path / "run")  # resumed here, not in the shared run

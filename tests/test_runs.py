@@ -9,8 +9,8 @@ import os
 import pytest
 import yaml
 
-from cvtrain import runs
 from cvtrain.errors import ConfigError
+from cvtrain.rundir import compare
 
 COMMON = ["task=segmentation", "data=synthetic_pets"]
 
@@ -53,7 +53,7 @@ def outputs(tmp_path):
 
 def test_runs_are_found_anywhere_below_and_sorted_best_first(outputs):
     root, sweep = outputs
-    found = runs.sorted_runs(runs.find_runs(root))
+    found = compare.sorted_runs(compare.find_runs(root))
     names = [str(r.path.relative_to(root)) for r in found]
     assert names == [
         "multirun/2026-11-28/10-00-00/3",
@@ -72,20 +72,20 @@ def test_runs_are_found_anywhere_below_and_sorted_best_first(outputs):
 
 def test_overrides_shown_are_those_that_differ(outputs):
     _, sweep = outputs
-    found = runs.sorted_runs(runs.find_runs(sweep))
-    assert runs.varying(found) == [
+    found = compare.sorted_runs(compare.find_runs(sweep))
+    assert compare.varying(found) == [
         ["optimizer.lr=0.003"],
         ["optimizer.lr=0.001"],
         ["optimizer.lr=10"],
         ["optimizer.lr=-1"],
     ]
-    assert runs.varying(found[:1]) == [COMMON + ["optimizer.lr=0.003"]]  # alone: all of them
+    assert compare.varying(found[:1]) == [COMMON + ["optimizer.lr=0.003"]]  # alone: all of them
 
 
 def test_summary_files_hold_the_table_in_order(outputs):
     _, sweep = outputs
-    found = runs.sorted_runs(runs.find_runs(sweep))
-    csv_path, md_path = runs.write_summary(found, sweep)
+    found = compare.sorted_runs(compare.find_runs(sweep))
+    csv_path, md_path = compare.write_summary(found, sweep)
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == ["3", "0", "1", "2"]
@@ -99,20 +99,20 @@ def test_summary_files_hold_the_table_in_order(outputs):
 
 def test_a_single_run_dir_lists_itself(outputs):
     _, sweep = outputs
-    assert runs.find_runs(sweep / "3") == [sweep / "3"]
+    assert compare.find_runs(sweep / "3") == [sweep / "3"]
 
 
 def test_a_missing_path_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="path=.*is not a directory"):
-        runs.show(str(tmp_path / "nope"))
+        compare.show(str(tmp_path / "nope"))
 
 
 def test_a_failed_job_resumed_to_the_end_counts_as_completed(outputs):
     _, sweep = outputs
     job = make_run(sweep / "4", ["optimizer.lr=0.01"], failure="NonFiniteLoss: loss became nan")
-    assert runs.read_run(job).status == "failed"
+    assert compare.read_run(job).status == "failed"
     write_metrics(job, [0.8, 0.4])  # the resumed run finished after the failure
     later = (job / "failure.json").stat().st_mtime + 5
     os.utime(job / "metrics.json", (later, later))
-    resumed = runs.read_run(job)
+    resumed = compare.read_run(job)
     assert (resumed.status, resumed.best_val_loss, resumed.error) == ("completed", 0.4, None)

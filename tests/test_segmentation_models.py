@@ -11,9 +11,10 @@ import pytest
 from conftest import make_config, run_cli, tiny_segmentation
 from helpers import train_in_process
 
-from cvtrain.config import BACKBONES, ModelConfig
+from cvtrain.config.schema import ModelConfig
 from cvtrain.errors import ConfigError
 from cvtrain.models import build_model
+from cvtrain.models.backbone_specs import BACKBONES
 from cvtrain.models.backbones import BACKBONES as BACKBONE_SPECS
 from cvtrain.models.backbones import load_backbone
 
@@ -162,7 +163,7 @@ def test_backbone_loads_a_local_weights_file(tmp_path):
 @pytest.mark.slow
 def test_frozen_backbone_is_unchanged_after_an_epoch_while_the_head_learns(frozen_deeplab_run):
     from cvtrain import rundir
-    from cvtrain.train import setup_runtime
+    from cvtrain.training.trainer import setup_runtime
 
     run_dir, overrides = frozen_deeplab_run  # conftest's: also the model matrix's run
     cfg = make_config(*overrides)

@@ -12,8 +12,9 @@ import pytest
 from conftest import run_cli
 from helpers import history_rows, start_cli, train_in_process, wait_for_rows
 
-from cvtrain import resume, rundir
-from cvtrain.interrupt import SIGNALS, StopNow, trap_signals
+from cvtrain import rundir
+from cvtrain.state import resume
+from cvtrain.training.interrupt import SIGNALS, StopNow, trap_signals
 
 SLOW = ("trainer.epochs=3", "trainer.steps_per_epoch=8", "trainer.prediction_images=0")
 
@@ -22,8 +23,8 @@ SLOW = ("trainer.epochs=3", "trainer.steps_per_epoch=8", "trainer.prediction_ima
 SLOW_FIRST_BATCH = """
 import sys, time
 from pathlib import Path
-from cvtrain.callbacks import RichProgress
-from cvtrain.cli import main
+from cvtrain.training.callbacks import RichProgress
+from cvtrain.cli.main import main
 
 started = Path(sys.argv[1])
 

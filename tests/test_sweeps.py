@@ -14,7 +14,7 @@ from helpers import run_probe
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from cvtrain.cli import config_dir
+from cvtrain.cli.main import config_dir
 
 
 def read_summary(sweep_dir):
@@ -178,7 +178,7 @@ def test_a_failed_trial_scores_inf_with_its_traceback_and_takes_gpu_memory_as_ne
 ):
     import os
 
-    from cvtrain.sweep import run_trial
+    from cvtrain.rundir.sweep import run_trial
 
     monkeypatch.setattr(os, "environ", {})  # restored after the test
     seen = {}
@@ -197,7 +197,7 @@ def test_a_failed_trial_scores_inf_with_its_traceback_and_takes_gpu_memory_as_ne
 
 
 def compose_hydra(*overrides: str):
-    from cvtrain import cli  # noqa: F401  (registers the schema)
+    from cvtrain.cli import main  # noqa: F401  (registers the schema)
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
@@ -236,6 +236,6 @@ def test_task_function_pickles_by_reference_for_process_launchers():
     """joblib and submitit pickle the task function; by value it would drag the console along."""
     import pickle
 
-    from cvtrain import cli
+    from cvtrain.cli import main as cli
 
     assert pickle.loads(pickle.dumps(cli.task)) is cli.task

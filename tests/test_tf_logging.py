@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvtrain.tf_logging import LEVEL_ENV, configure, drop_hidden, min_log_level
+from cvtrain.cli.tf_logging import LEVEL_ENV, configure, drop_hidden, min_log_level
 
 NOISE = (
     "All log messages before absl::InitializeLog() is called",

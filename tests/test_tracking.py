@@ -22,7 +22,7 @@ def runs_of(tmp_path):
 
 
 def read_history(run_dir) -> dict[str, list[float]]:
-    from cvtrain.train import read_history
+    from cvtrain.training.trainer import read_history
 
     return read_history(run_dir / "history.csv")
 
@@ -39,7 +39,7 @@ def test_tracking_defaults_off_and_validates():
 
 @pytest.mark.slow
 def test_tracking_none_does_not_import_mlflow():
-    code = "import sys, cvtrain.train; sys.exit('mlflow' in sys.modules)"
+    code = "import sys, cvtrain.training.trainer; sys.exit('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 
@@ -123,9 +123,9 @@ def test_unreachable_server_is_a_one_line_error(tmp_path, pets_root):
 
 
 def test_unsupported_uri_is_a_user_error(tmp_path):
-    from cvtrain import tracking
+    from cvtrain.tracking import mlflow_run
 
     cfg = make_config("tracking=mlflow", "tracking.uri=bogus://nowhere")
     with pytest.raises(UserError, match=r"tracking.uri=bogus://nowhere: MLflow failed: .*URI") as e:
-        tracking.start(cfg, tmp_path)
+        mlflow_run.start(cfg, tmp_path)
     assert "\n" not in str(e.value)

@@ -26,7 +26,7 @@ def test_precision_auto_is_mixed_float16_on_a_gpu_and_float32_on_cpu():
     import keras
     import tensorflow as tf
 
-    from cvtrain.train import resolve_precision, setup_runtime
+    from cvtrain.training.trainer import resolve_precision, setup_runtime
 
     assert resolve_precision("auto", has_gpu=False) == "float32"
     assert resolve_precision("auto", has_gpu=True) == "mixed_float16"

@@ -11,15 +11,15 @@ import pytest
 from conftest import make_config, run_cli, tiny_segmentation, train_run
 from helpers import train_in_process
 
-from cvtrain import resume
 from cvtrain.errors import UserError
+from cvtrain.state import resume
 
 QUIET = "trainer.prediction_images=0"
 
 
 def test_each_optimizer_and_schedule_name_builds_its_keras_object():
-    from cvtrain.config import OptimizerConfig
-    from cvtrain.optimizers import build_optimizer
+    from cvtrain.config.schema import OptimizerConfig
+    from cvtrain.training.optimizers import build_optimizer
 
     built = {
         name: build_optimizer(OptimizerConfig(name=name, momentum=0.5, schedule="cosine"), 10)
@@ -38,7 +38,7 @@ def test_each_optimizer_and_schedule_name_builds_its_keras_object():
 
 def train_keeping_the_model(monkeypatch, root, run_dir, *extra):
     """train_in_process, plus the very model train() compiled and fitted."""
-    import cvtrain.train as training
+    import cvtrain.training.trainer as training
 
     built = []
     build_model = training.build_model

@@ -13,7 +13,7 @@ import math
 
 import tensorflow as tf
 
-from cvtrain.config import AugmentConfig
+from cvtrain.config.schema import AugmentConfig
 
 
 def is_enabled(cfg: AugmentConfig) -> bool:

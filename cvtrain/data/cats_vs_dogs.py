@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cvtrain.config import DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.data.download import Remote, download_all, download_missing
 from cvtrain.data.image_folder import index_folder
 from cvtrain.data.index import FileIndex

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cvtrain.config import DataConfig
-from cvtrain.data.index import CLASSIFICATION, FileIndex
+from cvtrain.config.schema import DataConfig
+from cvtrain.data.index import FileIndex
 from cvtrain.errors import DataError
 from cvtrain.paths import dataset_root
+from cvtrain.tasks.specs import CLASSIFICATION
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp"}
 SUBSETS = ("train", "validation", "test")

@@ -13,13 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cvtrain.errors import ConfigError
+from cvtrain.tasks.specs import SPECS
 
-SEGMENTATION = "segmentation"
-CLASSIFICATION = "classification"
-# Tasks whose targets are label images (mask paths), not class ids: the data layer decodes,
-# augments and verifies them as images. A fact about the data, known before TensorFlow loads
-# (the Task objects of cvtrain.tasks import Keras).
-MASK_TASKS = frozenset({SEGMENTATION})
 # The class id of a mask pixel that no loss or metric counts (data.ignore_index): masks in the
 # pipeline hold class ids 0..C-1 and IGNORED only.
 IGNORED = -1
@@ -96,7 +91,8 @@ class FileIndex:
 
     @property
     def has_masks(self) -> bool:
-        return self.task in MASK_TASKS
+        """Targets are label images: decoded, augmented and verified as images."""
+        return SPECS[self.task].dense
 
     @property
     def class_values(self) -> tuple[int, ...]:

@@ -16,11 +16,12 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from cvtrain.config import MAX_MASK_VALUE, DataConfig
+from cvtrain.config.schema import MAX_MASK_VALUE, DataConfig
 from cvtrain.data.image_folder import image_files
-from cvtrain.data.index import SEGMENTATION, FileIndex
+from cvtrain.data.index import FileIndex
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.paths import dataset_root
+from cvtrain.tasks.specs import SEGMENTATION
 
 # splits/<file>.txt -> the FileIndex subset it lists
 SPLIT_FILES = {"train": "train", "val": "validation", "test": "test"}

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cvtrain.config import DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.data import mask_folder
 from cvtrain.data.download import Remote, download_all, download_missing
-from cvtrain.data.index import CLASSIFICATION, FileIndex
+from cvtrain.data.index import FileIndex
 from cvtrain.errors import DataError
 from cvtrain.paths import dataset_root
+from cvtrain.tasks.specs import CLASSIFICATION
 
 # Both archives are plain tar despite the .gz name; tarfile detects that by itself.
 ARCHIVES = (

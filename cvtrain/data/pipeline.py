@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from cvtrain.config import MAX_MASK_VALUE, DataConfig
+from cvtrain.config.schema import MAX_MASK_VALUE, DataConfig
 from cvtrain.data.augment import augment_dataset, is_enabled
 from cvtrain.data.index import IGNORED, FileIndex
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cvtrain.config import DataConfig
-from cvtrain.data.index import (
-    CLASSIFICATION,
-    SEGMENTATION,
-    FileIndex,
-    Split,
-    sniff_image,
-    split_index,
-)
+from cvtrain.config.schema import DataConfig
+from cvtrain.data.index import FileIndex, Split, sniff_image, split_index
 from cvtrain.data.mask_folder import with_mapping
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.registry import resolve
+from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
 
 # name -> (task, "module:function"); imported on use so one source's dependencies never slow
 # another, and the task is known before a source downloads or generates anything.

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from cvtrain.config import DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.data import oxford_pets
 from cvtrain.data.index import FileIndex
 from cvtrain.paths import dataset_root

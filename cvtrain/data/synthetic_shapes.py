@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cvtrain.config import DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.data.image_folder import index_folder
 from cvtrain.data.index import FileIndex
 from cvtrain.data.synthetic_pets import random_colour, wave_texture, write_once

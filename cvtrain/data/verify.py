@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cvtrain import rundir
-from cvtrain.config import DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.console import console
 from cvtrain.data.index import FileIndex, Split, sniff_image
 from cvtrain.data.mask_folder import unpaired

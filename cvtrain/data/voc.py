@@ -7,7 +7,7 @@ an error that says where to get the archive and where to unpack it.
 
 from __future__ import annotations
 
-from cvtrain.config import DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.data import mask_folder
 from cvtrain.data.index import FileIndex
 from cvtrain.errors import DataError

@@ -11,20 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
 from cvtrain.errors import ConfigError
-from cvtrain.models.backbone_specs import BACKBONES, check_backbone
+from cvtrain.models.backbone_specs import BACKBONES, UNET_SKIPS, check_backbone
 from cvtrain.registry import resolve
+from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
 
 if TYPE_CHECKING:
     import keras
 
-    from cvtrain.config import ModelConfig
-
-
-def scaled(filters: list[int], width: float) -> list[int]:
-    """Filter counts times the width multiplier (quick runs use width < 1)."""
-    return [max(1, round(f * width)) for f in filters]
+    from cvtrain.config.schema import ModelConfig
 
 
 def _divisible_by_stages(cfg: ModelConfig, size: tuple[int, int]) -> None:
@@ -51,7 +46,6 @@ def _backbone(cfg: ModelConfig, size: tuple[int, int]) -> None:
     check_backbone(cfg.backbone, size)
 
 
-UNET_SKIPS = ("stride2", "stride4", "stride8", "stride16")  # one decoder stage each
 # Backbones with a feature map at each stride 2..32 that rounds sizes up, as U-Net pooling does
 # (Xception's unpadded convolutions round down).
 UNET_ENCODERS = tuple(
@@ -103,7 +97,7 @@ class ModelSpec:
 
     @property
     def settings(self) -> tuple[str, ...]:
-        """Every model.* key that shapes this model; a resumed run locks them (cvtrain.resume)."""
+        """Every model.* key that shapes this model; a resumed run locks them (state.resume)."""
         return (*COMMON, *self.uses)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config import ModelConfig
+from cvtrain.config.schema import ModelConfig
 from cvtrain.models.backbones import load_backbone
 from cvtrain.models.blocks import classifier_head
 

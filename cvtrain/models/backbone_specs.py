@@ -15,6 +15,7 @@ from cvtrain.errors import ConfigError
 
 KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)  # the input sizes with their own weights
+UNET_SKIPS = ("stride2", "stride4", "stride8", "stride16")  # features U-Net's decoder joins
 
 
 @dataclass(frozen=True)

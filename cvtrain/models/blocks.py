@@ -13,6 +13,11 @@ from keras import layers
 from cvtrain.tasks.base import classifier_units
 
 
+def scaled(filters: list[int], width: float) -> list[int]:
+    """Filter counts times the width multiplier (quick runs use width < 1)."""
+    return [max(1, round(f * width)) for f in filters]
+
+
 def bn_relu_conv(
     x: keras.KerasTensor,
     filters: int,

@@ -14,10 +14,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config import ModelConfig
-from cvtrain.models import scaled
+from cvtrain.config.schema import ModelConfig
 from cvtrain.models.backbones import load_backbone
-from cvtrain.models.blocks import bn_relu_conv, conv_block
+from cvtrain.models.blocks import bn_relu_conv, conv_block, scaled
 
 
 def aspp(

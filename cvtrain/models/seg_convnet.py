@@ -9,8 +9,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config import ModelConfig
-from cvtrain.models import scaled
+from cvtrain.config.schema import ModelConfig
+from cvtrain.models.blocks import scaled
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:

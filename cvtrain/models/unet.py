@@ -17,10 +17,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config import ModelConfig
-from cvtrain.models import UNET_SKIPS, scaled
+from cvtrain.config.schema import ModelConfig
+from cvtrain.models.backbone_specs import UNET_SKIPS
 from cvtrain.models.backbones import load_backbone
-from cvtrain.models.blocks import conv_block
+from cvtrain.models.blocks import conv_block, scaled
 
 
 def crop_to(x: keras.KerasTensor, like: keras.KerasTensor) -> keras.KerasTensor:

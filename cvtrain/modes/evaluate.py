@@ -16,14 +16,14 @@ from rich.progress import track
 from rich.table import Table
 
 from cvtrain import rundir
-from cvtrain.config import RunConfig
+from cvtrain.config.schema import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import FileIndex, class_id
 from cvtrain.data.sources import load_split
 from cvtrain.data.verify import checked_split
 from cvtrain.errors import ConfigError, DataError
-from cvtrain.runs import fmt4
-from cvtrain.saved_run import SavedRun, load_runs, output_dir
+from cvtrain.rundir.compare import fmt4
+from cvtrain.rundir.saved import SavedRun, load_runs, output_dir
 from cvtrain.tasks import get_task
 from cvtrain.tasks.base import Task, output_classes
 
@@ -81,11 +81,11 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
     cfg = runs[0].config
     index, task = eval_index(cfg, out_dir), get_task(cfg.task.name)
     ignore = class_id(cfg.eval.ignore_class, index.class_names, "eval.ignore_class")
-    if ignore is not None and not task.ignore_class:
+    if ignore is not None and not task.dense:
         raise ConfigError(f"eval.ignore_class is for segmentation; drop it for {task.name}")
 
     from cvtrain.data.pipeline import build_dataset, steps_per_epoch
-    from cvtrain.ensemble import average, member_probabilities
+    from cvtrain.inference.ensemble import average, member_probabilities
 
     models = [saved.load_model() for saved in runs]
     for model, saved in zip(models, runs):

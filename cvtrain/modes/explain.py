@@ -17,17 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from cvtrain import plots, rundir
-from cvtrain.config import RunConfig
+from cvtrain.config.schema import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import class_id
-from cvtrain.modes.predict import (
+from cvtrain.inference.input_files import (
     check_unique_names,
     expand_inputs,
     log_skipped,
     readable_images,
-    write_csv,
 )
-from cvtrain.saved_run import SavedRun, load_runs, output_dir
+from cvtrain.rundir.saved import SavedRun, load_runs, output_dir
 from cvtrain.tasks import get_task
 from cvtrain.tasks.base import output_classes
 
@@ -60,7 +59,7 @@ def target_class(cfg: RunConfig, class_names: Sequence[str]) -> int | None:
 
 
 def explain(saved: SavedRun, files: list[Path], out_dir: Path) -> ExplainResult:
-    from cvtrain.gradcam import GradCam
+    from cvtrain.inference.gradcam import GradCam
 
     model = saved.load_model()
     names = saved.class_names or tuple(
@@ -77,7 +76,7 @@ def explain(saved: SavedRun, files: list[Path], out_dir: Path) -> ExplainResult:
         plots.save_png(np.round(cam.heatmap * 255).astype(np.uint8), out_dir / HEATMAPS / name)
         rows.append((str(path), names[cam.class_id], f"{cam.score:.6f}", str(panel)))
         result.written.append(panel)
-    write_csv(("file", "class", "score", "image"), rows, out_dir / CSV)
+    rundir.write_csv(out_dir / CSV, ("file", "class", "score", "image"), rows)
     log_skipped(result.skipped)
     skipped = f"; skipped {len(result.skipped)} unreadable" if result.skipped else ""
     console.print(

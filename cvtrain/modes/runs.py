@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvtrain.config import RunConfig
-from cvtrain.runs import show
+from cvtrain.config.schema import RunConfig
+from cvtrain.rundir.compare import show
 
 
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> None:

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvtrain import class_weights
-from cvtrain.config import RunConfig
+from cvtrain.config.schema import RunConfig
 from cvtrain.data.sources import load_split
 from cvtrain.data.verify import checked_split
-from cvtrain.resume import check_compatible
+from cvtrain.losses import class_weights
+from cvtrain.state.resume import check_compatible
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
         log.warning(
             "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name
         )
-    from cvtrain.callbacks import AtFirstEpochEnd
-    from cvtrain.summary import print_train_summary
-    from cvtrain.train import train
+    from cvtrain.training.callbacks import AtFirstEpochEnd
+    from cvtrain.training.summary import print_train_summary
+    from cvtrain.training.trainer import train
 
     result = train(cfg, split, run_dir, state, [AtFirstEpochEnd(scan.finish)] if scan else [])
     print_train_summary(result, cfg.task.name)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from cvtrain.config import RunConfig
+from cvtrain.config.schema import RunConfig
 from cvtrain.data.sources import load_index
 from cvtrain.data.verify import checked_index
 

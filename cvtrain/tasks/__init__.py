@@ -1,15 +1,16 @@
 """The tasks cvtrain trains, by name: each is a `Task` (cvtrain/tasks/base.py) in its own module.
 
 The registry holds "module:Class" strings, so config validation reads the names without
-importing Keras; `get_task` imports a task's module on first use.
+importing Keras; `get_task` imports a task's module on first use. What a task is before its
+Keras code loads (its targets) is cvtrain/tasks/specs.py.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
-from cvtrain.data.index import CLASSIFICATION, SEGMENTATION
+from cvtrain.registry import resolve
+from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
 
 if TYPE_CHECKING:
     from cvtrain.tasks.base import Task
@@ -21,5 +22,4 @@ TASKS: dict[str, str] = {
 
 
 def get_task(name: str) -> Task:
-    module, cls = TASKS[name].split(":")
-    return getattr(import_module(module), cls)()
+    return resolve(TASKS[name])()

@@ -2,8 +2,8 @@
 
 A task decides what a model outputs and how it is trained, watched, scored and served; the modes
 (train, evaluate, predict, export, explain) call these hooks instead of asking which task runs.
-The data layer does not: the index says itself whether its targets are masks (FileIndex.has_masks),
-because data is split and verified before TensorFlow loads, and task modules import Keras.
+What the data layer needs to know of a task before TensorFlow loads (whether its targets are
+masks) is its pure-Python spec in cvtrain/tasks/specs.py; task modules import Keras.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
+from cvtrain.tasks.specs import SPECS
+
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
-    from cvtrain.config import LossConfig, RunConfig
+    from cvtrain.config.schema import LossConfig, RunConfig
 
 # (input file, HxWx3 uint8 image at its own size, class probabilities) per predicted image
 Prediction = tuple[Path, np.ndarray, np.ndarray]
@@ -61,8 +63,12 @@ class Task(ABC):
     main_metrics: ClassVar[tuple[str, ...]]  # the training summary's rows after val_loss
     eval_rows: ClassVar[tuple[str, ...]]  # the evaluation table's rows, in order
     per_class_rows: ClassVar[tuple[str, ...]]  # the evaluation table's rows for each class
-    dense: ClassVar[bool]  # per-pixel outputs: served at each input's own size
-    ignore_class: ClassVar[bool] = False  # evaluation can leave a class out (eval.ignore_class)
+
+    @property
+    def dense(self) -> bool:
+        """Per-pixel outputs (cvtrain.tasks.specs): served at each input's own size, and
+        evaluation can leave a class out (eval.ignore_class)."""
+        return SPECS[self.name].dense
 
     @abstractmethod
     def loss_and_metrics(

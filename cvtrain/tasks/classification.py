@@ -8,12 +8,13 @@ import keras
 from rich.table import Table
 
 from cvtrain import plots, rundir
-from cvtrain.callbacks import ConfusionMatrixImages
 from cvtrain.console import console
-from cvtrain.data.index import CLASSIFICATION
-from cvtrain.modes.predict import CSV, write_csv
-from cvtrain.scores import LabelScorer
+from cvtrain.metrics.evaluation import LabelScorer
 from cvtrain.tasks.base import Task, class_probabilities, classifier_units
+from cvtrain.tasks.specs import CLASSIFICATION
+from cvtrain.training.callbacks import ConfusionMatrixImages
+
+CSV = "predictions.csv"  # mode=predict's table in its output dir
 
 
 class Classification(Task):
@@ -21,7 +22,6 @@ class Classification(Task):
     main_metrics = ("accuracy", "auc")
     eval_rows = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc")
     per_class_rows = ("precision", "recall", "f1")
-    dense = False
 
     def loss_and_metrics(self, class_names, loss, class_weights):
         """The head's own cross-entropy: the only loss (unweighted) classification takes."""
@@ -72,7 +72,7 @@ class Classification(Task):
         for path, _, probs in predictions:
             label = int(probs.argmax())
             rows.append((str(path), class_name(class_names, label), f"{probs[label]:.6f}"))
-        csv = write_csv(("file", "label", "probability"), rows, out_dir / CSV)
+        csv = rundir.write_csv(out_dir / CSV, ("file", "label", "probability"), rows)
         return [csv], str(csv)
 
 

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from cvtrain import plots, rundir
-from cvtrain.callbacks import PredictionImages
-from cvtrain.config import RunConfig
-from cvtrain.data.index import SEGMENTATION
+from cvtrain.config.schema import RunConfig
+from cvtrain.inference.input_files import check_unique_names
 from cvtrain.losses import build_loss
-from cvtrain.modes.predict import MASKS, OVERLAYS, check_unique_names
-from cvtrain.pixel_metrics import pixel_metrics
-from cvtrain.scores import PixelScorer
+from cvtrain.metrics.epoch import pixel_metrics
+from cvtrain.metrics.evaluation import PixelScorer
 from cvtrain.tasks.base import Task
+from cvtrain.tasks.specs import SEGMENTATION
+from cvtrain.training.callbacks import PredictionImages
+
+MASKS, OVERLAYS = "masks", "overlays"  # mode=predict's folders in its output dir
 
 
 class Segmentation(Task):
@@ -22,8 +24,6 @@ class Segmentation(Task):
     main_metrics = ("pixel_accuracy", "mean_iou")
     eval_rows = ("loss", "pixel_accuracy", "mean_iou", "mean_dice")
     per_class_rows = ("iou", "dice")
-    dense = True
-    ignore_class = True
 
     def loss_and_metrics(self, class_names, loss, class_weights):
         """Every loss and metric skips ignored pixels (label < 0); IoU per class is logged so

@@ -1,0 +1,173 @@
+"""The `cvtrain` entry point: compose the config with Hydra, validate it, dispatch on `mode`.
+
+Config and data errors are reported as one line, `cvtrain: error: ...`, before TensorFlow is
+imported; TensorFlow is imported only by the mode that needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from cvtrain import rundir
+from cvtrain.cli import help_page, tf_logging
+from cvtrain.cli.validate import validate
+from cvtrain.config.schema import RunConfig, describe_omegaconf_error
+from cvtrain.config.suggest import did_you_mean
+from cvtrain.console import console, err_console
+from cvtrain.errors import ConfigError, UserError
+from cvtrain.modes import MODES
+from cvtrain.paths import config_dir
+from cvtrain.state.resume import expand_resume_arg, resume_command
+from cvtrain.training.cluster import worker_rank
+from cvtrain.training.interrupt import Interrupted, StopNow
+
+log = logging.getLogger("cvtrain")
+
+
+def fail(message: str) -> None:
+    err_console.print(f"cvtrain: error: {message}", markup=False)
+    raise SystemExit(2)
+
+
+def describe_hydra_error(exc: Exception) -> str:
+    """Hydra's composition errors span several lines; say the same in one."""
+    if isinstance(exc, MissingConfigException) and exc.options and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        return unknown_option(group, option, exc.options)
+    if isinstance(exc.__cause__, OmegaConfBaseException):
+        return describe_omegaconf_error(exc.__cause__)
+    if isinstance(exc, OmegaConfBaseException):
+        return describe_omegaconf_error(exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
+
+
+def unknown_option(group: str, option: str, options: list[str]) -> str:
+    hint = did_you_mean(option, options)
+    if hint:
+        return f"unknown {group} '{option}'; {hint} Choose one of: {', '.join(options)}"
+    example = f"{group}={options[0]}"
+    return f"unknown {group} '{option}'; choose one of: {', '.join(options)} (e.g. {example})"
+
+
+def check_choices() -> None:
+    """Hydra skips a missing option of an `optional` group (experiment=, debug=,
+    hparams_search=) without a word; a misspelt one must fail like any other group's."""
+    loader = GlobalHydra.instance().config_loader()
+    for group, option in HydraConfig.get().runtime.choices.items():
+        if option is not None and option not in (options := loader.get_group_options(group)):
+            raise ConfigError(unknown_option(group, option, options))
+
+
+def discard_if_empty(run_dir: Path) -> None:
+    """Remove a run dir that holds nothing but Hydra's bookkeeping (a run that never started)."""
+    if run_dir.is_dir() and rundir.only_bookkeeping(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_empty_parents(run_dir)
+
+
+def remove_empty_parents(run_dir: Path) -> None:
+    """Folders Hydra made for a run dir that is gone (outputs/<date>), below the cwd only."""
+    cwd = Path.cwd().resolve()
+    for parent in run_dir.resolve().parents:
+        if cwd not in parent.parents:
+            return
+        try:
+            parent.rmdir()  # only succeeds when empty
+        except OSError:
+            return
+
+
+ConfigStore.instance().store(name="schema", node=RunConfig)
+
+
+def dispatch(raw: DictConfig, run_dir: Path) -> float | None:
+    """Run the chosen mode; Hydra's fresh run dir stays only if the mode keeps or wrote to it."""
+    check_choices()
+    cfg = validate(raw)
+    mode = MODES[cfg.mode]
+    try:
+        result = mode.function()(cfg, HydraConfig.get().overrides.task, run_dir)
+    finally:
+        if not mode.keeps_run_dir:
+            discard_if_empty(run_dir)
+    return result if isinstance(result, float) else None  # the objective sweepers minimise
+
+
+def stopped(how: str, exit_code: int, run_dir: Path) -> None:
+    err_console.print(
+        f"cvtrain: stopped {how}; the run is saved up to the last completed epoch. "
+        f"Continue it with: {resume_command(run_dir)}",
+        markup=False,
+    )
+    raise SystemExit(exit_code) from None
+
+
+def task(raw: DictConfig) -> float | None:
+    """Hydra's task function. Module-level and undecorated, so the launchers that pickle it
+    (joblib, submitit) send it by reference instead of by value with its globals."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            from cvtrain.rundir.sweep import (
+                run_trial,  # a failed job is recorded; the sweep goes on
+            )
+
+            return run_trial(lambda: dispatch(raw, run_dir), run_dir)
+        return dispatch(raw, run_dir)
+    except UserError as exc:
+        discard_if_empty(run_dir)
+        fail(str(exc))
+    except Interrupted as exc:
+        stopped(f"by {exc}", exc.exit_code, run_dir)
+    except StopNow:
+        stopped("at once by a second Ctrl-C", 128 + signal.SIGINT, run_dir)
+    return None
+
+
+hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
+
+
+def worker_overrides() -> list[str]:
+    """A worker other than the chief leaves the shared run dir's .hydra/ and cvtrain.log to the
+    chief (a resume reads .hydra/overrides.yaml) and logs to cvtrain-worker<N>.log."""
+    rank = worker_rank()
+    return ["hydra.output_subdir=null", f"hydra.job.name=cvtrain-worker{rank}"] if rank else []
+
+
+def main() -> None:
+    tf_logging.configure()
+    tf_logging.quiet_tensorflow_import()
+    # Let composition errors reach us as exceptions instead of Hydra's multi-line report.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        # resume=<run_dir>: its saved overrides
+        sys.argv[1:] = [*expand_resume_arg(sys.argv[1:]), *worker_overrides()]
+        if help_page.wants_help(sys.argv[1:]):
+            console.print(
+                help_page.render(sys.argv[1:]), markup=False, highlight=False, soft_wrap=True
+            )
+            return
+        hydra_main()
+    except UserError as exc:
+        fail(str(exc))
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(describe_hydra_error(exc))
+
+
+if __name__ == "__main__":
+    main()

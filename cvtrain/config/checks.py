@@ -1,0 +1,40 @@
+"""What the schema cannot check alone: names against the registries, and parts against each other.
+
+cvtrain.config.schema checks each key by itself; here every part a config names (task, model,
+backbone, optimizer, schedule, loss, data source) must be registered, and the parts must fit: a
+model that cannot work at the image size, a data source or a loss of another task. Pure Python,
+like the registries' tables: it runs before TensorFlow is imported. The modes' own needs
+(`run=`, `input=`, an export format's extra) are the CLI's checks (cvtrain.cli.validate).
+"""
+
+from __future__ import annotations
+
+from cvtrain.config.schema import RunConfig, choice
+from cvtrain.data.sources import check_source
+from cvtrain.losses import LOSSES, check_loss
+from cvtrain.models import MODELS, check_model
+from cvtrain.models.backbone_specs import BACKBONES
+from cvtrain.tasks import TASKS
+from cvtrain.training.optimizers import OPTIMIZERS, SCHEDULES
+
+
+def check_components(cfg: RunConfig) -> None:
+    """Every part the config names is registered (a saved run's config is checked so too)."""
+    choice(cfg.task.name, "task.name", tuple(TASKS))
+    choice(cfg.model.name, "model.name", tuple(MODELS))
+    choice(cfg.model.backbone, "model.backbone", ("none", *BACKBONES))
+    choice(cfg.optimizer.name, "optimizer.name", tuple(OPTIMIZERS))
+    choice(cfg.optimizer.schedule, "optimizer.schedule", tuple(SCHEDULES))
+    choice(cfg.loss.name, "loss.name", tuple(LOSSES))
+
+
+def check_source_fits(cfg: RunConfig) -> None:
+    """The data source serves the task: checked before anything is read or downloaded."""
+    check_source(cfg.data.source, cfg.task.name)
+
+
+def check_training(cfg: RunConfig) -> None:
+    """The data source, the model and the loss fit the task and each other."""
+    check_source_fits(cfg)
+    check_model(cfg.model, tuple(cfg.data.image_size), cfg.task.name)
+    check_loss(cfg.loss, cfg.task.name)

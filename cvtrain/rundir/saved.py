@@ -1,0 +1,107 @@
+"""A finished run as evaluate, predict, export and explain load it (`run=`, one or several).
+
+Loading a run's config is pure Python, so a wrong `run=` or a bad override is reported before
+TensorFlow is imported; Keras is imported only by SavedRun.load_model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from cvtrain import rundir
+from cvtrain.config.checks import check_components
+from cvtrain.config.schema import RunConfig, merge, to_dict
+from cvtrain.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger(__name__)
+
+# Settings a user may change when reusing a run: which data, split and batch size to use.
+OVERRIDABLE = ("data",)
+# The keys of the evaluate/predict/export/explain invocation itself, never taken from the saved run.
+INVOCATION = ("mode", "run", "input", "output", "format", "eval", "predict", "explain")
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    path: Path
+    config: RunConfig  # the run's own config, with the user's data overrides
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / rundir.CHECKPOINT
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The classes the run was trained on, from its manifest (None if it has none)."""
+        manifest = self.path / rundir.MANIFEST
+        if not manifest.is_file():
+            return None
+        return tuple(rundir.read_json(manifest).get("dataset", {}).get("classes") or ()) or None
+
+    def load_model(self) -> keras.Model:
+        import keras
+
+        return keras.saving.load_model(self.checkpoint, compile=False, safe_mode=True)
+
+
+def overridden_keys(overrides: Sequence[str]) -> list[str]:
+    """Command-line keys (`data.root=...`, `data=...`) that reach into OVERRIDABLE sections."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    keys = [o.key_or_group for o in parsed]
+    return [k for k in keys if k.split(".")[0] in OVERRIDABLE]
+
+
+def load_run(path: Path, cfg: RunConfig, overrides: Sequence[str]) -> SavedRun:
+    """The run's saved config with the user's data overrides and this invocation's own keys."""
+    if not (path / rundir.SAVED_CONFIG).is_file():
+        raise ConfigError(
+            f"run={path} is not a cvtrain run dir (no {rundir.SAVED_CONFIG}); "
+            "pass a training output dir such as outputs/<date>/<time>"
+        )
+    if not (path / rundir.CHECKPOINT).is_file():
+        raise DataError(
+            f"run={path} has no {rundir.CHECKPOINT}: the run never finished an epoch; "
+            "train it longer or pick another run"
+        )
+    saved = OmegaConf.load(path / rundir.SAVED_CONFIG)
+    current = OmegaConf.create(to_dict(cfg))
+    for key in [*overridden_keys(overrides), *INVOCATION]:
+        OmegaConf.update(saved, key, OmegaConf.select(current, key), merge=False)
+    config = merge(saved)
+    check_components(config)
+    return SavedRun(path, config)
+
+
+def load_runs(cfg: RunConfig, overrides: Sequence[str] = ()) -> list[SavedRun]:
+    """`run=` as SavedRuns; an ensemble's members must solve the same task on the same inputs."""
+    runs = [load_run(Path(p).expanduser(), cfg, overrides) for p in cfg.run]
+    first = runs[0].config
+    for other in runs[1:]:
+        if other.config.task.name != first.task.name:
+            raise ConfigError(
+                f"run={other.path} is a {other.config.task.name} run but run={runs[0].path} is "
+                f"{first.task.name}; an ensemble needs runs of one task"
+            )
+        if other.config.data != first.data:
+            log.warning(
+                "ensemble members were trained with different data settings; using those of %s",
+                runs[0].path,
+            )
+    return runs
+
+
+def output_dir(cfg: RunConfig, runs: list[SavedRun], hydra_dir: Path, name: str) -> Path:
+    """`output=`, else `<run>/<name>` for one run, else `<hydra run dir>/<name>` for an ensemble."""
+    if cfg.output:
+        return Path(cfg.output).expanduser()
+    return (runs[0].path if len(runs) == 1 else hydra_dir) / name

@@ -1,0 +1,186 @@
+"""Keras callbacks: rich progress, TensorBoard epoch scalars, prediction and confusion images."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cvtrain.console import console
+from cvtrain.metrics.evaluation import confusion
+from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
+from cvtrain.tasks.base import class_probabilities
+from cvtrain.tracking.tensorboard_events import EventWriter
+
+log = logging.getLogger(__name__)
+
+
+def format_logs(logs: dict | None) -> str:
+    return "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+
+
+def seconds_since_start() -> float | None:
+    """Wall seconds since this process started (Linux /proc; None elsewhere)."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+
+
+class RichProgress(keras.callbacks.Callback):
+    """A bar per epoch with live loss/metrics and ETA, replacing Keras's own output.
+
+    Off a terminal (CI, pipes) only the per-epoch log line is written.
+    """
+
+    def __init__(self, epochs: int, steps: int):
+        super().__init__()
+        self.epochs, self.steps = epochs, steps
+        self.progress: Progress | None = None
+        self.seen = 0
+        self.first_step = True  # logged with the time it took from the process's start
+
+    def on_train_begin(self, logs=None):
+        if not console.is_terminal:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=console,
+        )
+        self.progress.start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.progress:
+            self.task = self.progress.add_task(
+                "train", total=self.steps, epoch=epoch + 1, epochs=self.epochs, metrics=""
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.first_step:
+            self.first_step = False
+            since = seconds_since_start()
+            log.info("first training step done%s", f", {since:.1f} s after start" if since else "")
+        self.seen = batch + 1
+        if self.progress:
+            self.progress.update(self.task, completed=self.seen, metrics=format_logs(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress:  # the real step count differs from the estimate if files were dropped
+            self.progress.update(
+                self.task, total=self.seen, completed=self.seen, metrics=format_logs(logs)
+            )
+        log.info("epoch %d/%d: %s", epoch + 1, self.epochs, format_logs(logs))
+
+    def on_train_end(self, logs=None):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class AtFirstEpochEnd(keras.callbacks.Callback):
+    """Runs `action` once, when the run's first epoch ends (the background data scan's report)."""
+
+    def __init__(self, action: Callable[[], object]):
+        super().__init__()
+        self.action: Callable[[], object] | None = action
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.action is not None:
+            action, self.action = self.action, None
+            action()
+
+
+class EpochScalars(keras.callbacks.Callback):
+    """Each epoch's logs and learning rate to TensorBoard, laid out as keras.callbacks.TensorBoard
+    does (`<log_dir>/train` and `/validation`, tags `epoch_<name>`), without its per-batch cost:
+    that callback runs a summary op per metric on every batch even when it records epochs only.
+    """
+
+    def __init__(self, log_dir: Path):
+        super().__init__()
+        self.log_dir = log_dir
+        self.writers: dict[str, EventWriter] = {}
+
+    def on_train_begin(self, logs=None):
+        self.writers = {p: EventWriter(self.log_dir / p) for p in ("train", "validation")}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        lr = self.model.optimizer.learning_rate  # a variable, mirrored under a strategy
+        logs.setdefault("learning_rate", keras.ops.convert_to_numpy(lr))
+        parts: dict[str, dict] = {"train": {}, "validation": {}}
+        for name, value in logs.items():
+            part = "validation" if name.startswith("val_") else "train"
+            parts[part][f"epoch_{name.removeprefix('val_')}"] = value
+        for part, writer in self.writers.items():
+            writer.scalars(parts[part], epoch)
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+
+
+class PredictionImages(keras.callbacks.Callback):
+    """Log input | truth | prediction for a few fixed validation images to TensorBoard."""
+
+    def __init__(self, images: np.ndarray, truths: np.ndarray, log_dir: Path):
+        super().__init__()
+        self.images, self.truths = images, truths
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = self.model.predict_on_batch(self.images)  # predict() costs ~0.1 s more a call
+        panels = np.stack(
+            [segmentation_panel(i, t, p) for i, t, p in zip(self.images, self.truths, probs)]
+        )
+        with self.writer.as_default():
+            tf.summary.image("predictions", panels, step=epoch, max_outputs=len(panels))
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+class ConfusionMatrixImages(keras.callbacks.Callback):
+    """Predict the validation set after each epoch; log its confusion matrix to TensorBoard.
+
+    `matrix` keeps the last one (the final model's), for confusion_matrix.png.
+    """
+
+    def __init__(self, val_ds: tf.data.Dataset, class_names: list[str], log_dir: Path):
+        super().__init__()
+        self.val_ds, self.class_names = val_ds, class_names
+        self.matrix = np.zeros((len(class_names), len(class_names)), np.int64)
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.matrix = np.zeros_like(self.matrix)
+        for images, labels in self.val_ds:
+            probs = class_probabilities(self.model.predict_on_batch(images))
+            self.matrix += confusion(labels.numpy(), probs.argmax(-1), len(self.class_names))
+        image = figure_image(confusion_matrix_figure(self.matrix, self.class_names))
+        with self.writer.as_default():
+            tf.summary.image("confusion_matrix", image[None], step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
