@@ -55,7 +55,8 @@ def train_in_process(root: Path, run_dir: Path, *extra: str):
 
     cfg = make_config(*tiny_segmentation(root, *extra))
     split, _ = load_split(cfg.data, cfg.task.name)
-    state = check_compatible(run_dir, cfg, split.train.num_classes)  # as mode=train does
+    labels = split.train  # as mode=train does
+    state = check_compatible(run_dir, cfg, labels.class_names, labels.mask_values)
     return train(cfg, split, run_dir, state), cfg, split
 
 

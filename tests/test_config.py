@@ -118,6 +118,10 @@ def test_documented_defaults():
         ("data.val_samples=-5", "data.val_samples=-5 must be >= 1"),
         ("trainer.precision=fp8", "trainer.precision='fp8' is not one of"),
         ("optimizer.lr=0", "optimizer.lr=0.0 must be > 0"),
+        ("optimizer.lr=inf", "optimizer.lr=inf must be > 0"),
+        ("trainer.early_stopping.patience=-1", "trainer.early_stopping.patience=-1 must be >= 0"),
+        ("trainer.early_stopping.min_delta=nan", "trainer.early_stopping.min_delta=nan must be"),
+        ("trainer.seed=-1", "trainer.seed=-1 must be between 0 and 4294967295"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, fragment):

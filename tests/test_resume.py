@@ -146,51 +146,57 @@ def test_a_run_that_fails_keeps_its_last_epoch_and_its_best_model(pets_root, tmp
         min(val_losses), rel=1e-3
     )
 
+PETS = ("pet", "background", "border")  # the synthetic pets' classes, in id order
+
 
 def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
     cfg = make_config(*tiny_segmentation(pets_root))
     state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
-    state.fixed = resume.fixed_settings(cfg, 3)
+    state.fixed = resume.fixed_settings(cfg, PETS)
     resume.save(tmp_path, state)
 
-    assert resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), 3)
+    assert resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), PETS)
     same_but_lr = make_config(
         *tiny_segmentation(pets_root, "optimizer.lr=1e-4", "trainer.epochs=9")
     )
-    assert resume.check_compatible(tmp_path, same_but_lr, 3).epoch == 1
+    assert resume.check_compatible(tmp_path, same_but_lr, PETS).epoch == 1
     wider = make_config(*tiny_segmentation(pets_root, "model.width=0.5"))
     with pytest.raises(ConfigError, match=r"model.width=0.25 \(now 0.5\)"):
-        resume.check_compatible(tmp_path, wider, 3)
+        resume.check_compatible(tmp_path, wider, PETS)
     bigger = make_config(*tiny_segmentation(pets_root, "data.image_size=[48,48]"))
     with pytest.raises(ConfigError, match=r"data.image_size=\[32, 32\] \(now \[48, 48\]\)"):
-        resume.check_compatible(tmp_path, bigger, 3)
+        resume.check_compatible(tmp_path, bigger, PETS)
     adam = make_config(*tiny_segmentation(pets_root, "optimizer=adam"))
     with pytest.raises(ConfigError, match=r"optimizer.name=rmsprop \(now adam\)"):
-        resume.check_compatible(tmp_path, adam, 3)
-    with pytest.raises(ConfigError, match=r"classes=3 \(now 4\)"):
-        resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), 4)
+        resume.check_compatible(tmp_path, adam, PETS)
+    more = (*PETS, "toy")
+    with pytest.raises(ConfigError, match=r"classes=\['pet', 'background', 'border'\] \(now \["):
+        resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), more)
+    swapped = ("background", "pet", "border")
+    with pytest.raises(ConfigError, match=r"classes=\['pet', 'background', 'border'\] \(now \["):
+        resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), swapped)
     classifier = make_config(*tiny_classification(tmp_path / "shapes"))
     with pytest.raises(ConfigError, match=r"task.name=segmentation \(now classification\)"):
-        resume.check_compatible(tmp_path, classifier, 3)
+        resume.check_compatible(tmp_path, classifier, PETS)
 
 
 def test_only_the_settings_the_model_reads_are_locked(pets_root, tmp_path):
     cfg = make_config(*tiny_segmentation(pets_root, "model=seg_convnet"))
     state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
-    state.fixed = resume.fixed_settings(cfg, 3)
+    state.fixed = resume.fixed_settings(cfg, PETS)
     resume.save(tmp_path, state)
 
     # seg_convnet has no ASPP: its atrous rates are not part of its weights.
     other_rates = make_config(*tiny_segmentation(pets_root, "model.atrous_rates=[2,4]"))
-    assert resume.check_compatible(tmp_path, other_rates, 3).epoch == 1
+    assert resume.check_compatible(tmp_path, other_rates, PETS).epoch == 1
     fewer_stages = make_config(*tiny_segmentation(pets_root, "model.filters=[8,16]"))
     with pytest.raises(ConfigError, match=r"model.filters=\[64, 128, 256\] \(now \[8, 16\]\)"):
-        resume.check_compatible(tmp_path, fewer_stages, 3)
+        resume.check_compatible(tmp_path, fewer_stages, PETS)
 
     # A state saved when every model.* key was locked continues too.
     state.fixed["model.atrous_rates"] = [6, 12, 18]
     resume.save(tmp_path, state)
-    assert resume.check_compatible(tmp_path, other_rates, 3).epoch == 1
+    assert resume.check_compatible(tmp_path, other_rates, PETS).epoch == 1
 
 
 def test_history_rows_after_the_saved_state_are_dropped(tmp_path):
@@ -232,13 +238,14 @@ def test_resume_restores_the_optimizer_state_with_the_weights(adam_run, tmp_path
     from cvtrain.state.resume import check_compatible
     from cvtrain.tasks import get_task
     from cvtrain.training import trainer as training
+    from cvtrain.training.inputs import build_inputs
 
     _, cfg, split, trained = adam_run  # conftest's: 4 epochs of Adam, tiny data
     run = shutil.copytree(trained, tmp_path / "run")  # resumed here, not in the shared run
-    state = check_compatible(run, cfg, split.train.num_classes)
+    state = check_compatible(run, cfg, split.train.class_names, split.train.mask_values)
     assert state.epoch == cfg.trainer.epochs == 4
     training.setup_runtime(cfg.trainer)
-    inputs = training.build_inputs(cfg, split, run)
+    inputs = build_inputs(cfg, split, run)
     strategy = tf.distribute.get_strategy()
     model = training.build_and_compile(cfg, get_task(cfg.task.name), split, inputs.steps, strategy)
     assert int(model.optimizer.iterations) == 0

@@ -71,6 +71,13 @@ def test_early_stopping_stops_a_stalled_run_and_a_resume_keeps_counting(pets_roo
     assert len(result.history["val_loss"]) == 3
     assert resume.load(run_dir).stopped_early
 
+    # Stopped early, it stays stopped while early stopping is on; turned off, it goes on.
+    again, _, _ = train_in_process(pets_root, run_dir, *stall, "trainer.epochs=6")
+    assert len(again.history["val_loss"]) == 3
+    more = (*stall, "trainer.epochs=4", "trainer.early_stopping.enabled=false")
+    extended, _, _ = train_in_process(pets_root, run_dir, *more)
+    assert len(extended.history["val_loss"]) == 4 and not resume.load(run_dir).stopped_early
+
 
 @pytest.mark.slow
 def test_cosine_schedule_decays_the_learning_rate_to_zero(pets_root, tmp_path):

@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -74,10 +76,17 @@ def check_choices() -> None:
 
 
 def discard_if_empty(run_dir: Path) -> None:
-    """Remove a run dir that holds nothing but Hydra's bookkeeping (a run that never started)."""
-    if run_dir.is_dir() and rundir.only_bookkeeping(run_dir):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        remove_empty_parents(run_dir)
+    """Remove what Hydra wrote for a run that never started (.hydra/ and the job's log), and
+    the folder if that leaves it empty: a folder that held the user's files stays."""
+    if not (run_dir.is_dir() and rundir.only_bookkeeping(run_dir)):
+        return
+    shutil.rmtree(run_dir / rundir.HYDRA, ignore_errors=True)
+    (run_dir / f"{HydraConfig.get().job.name}{rundir.LOG_SUFFIX}").unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()  # only succeeds when empty
+    except OSError:
+        return
+    remove_empty_parents(run_dir)
 
 
 def remove_empty_parents(run_dir: Path) -> None:
@@ -142,6 +151,37 @@ def task(raw: DictConfig) -> float | None:
 hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
 
 
+def explicit_run_dir(argv: list[str]) -> Path | None:
+    """The run dir given on the command line (hydra.run.dir=, as resume= expands to)."""
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    return Path(given[-1].strip("'\"")).expanduser() if given else None
+
+
+def _history_stamp(run_dir: Path) -> tuple[int, int] | None:
+    path = run_dir / rundir.HISTORY
+    return (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
+
+
+@contextmanager
+def saved_config_kept(argv: list[str]) -> Iterator[None]:
+    """Hydra rewrites an existing run dir's .hydra/ before cvtrain checks anything; a command
+    that fails without training an epoch there (a refused resume=, a config error) puts the
+    run's saved config and overrides back as they were."""
+    run_dir = explicit_run_dir(argv)
+    if run_dir is None or not rundir.is_run_dir(run_dir):
+        yield
+        return
+    saved = {path: path.read_bytes() for path in (run_dir / rundir.HYDRA).glob("*.yaml")}
+    history = _history_stamp(run_dir)
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code and _history_stamp(run_dir) == history:
+            for path, data in saved.items():
+                rundir.write_atomic(path, lambda tmp, data=data: tmp.write_bytes(data))
+        raise
+
+
 def worker_overrides() -> list[str]:
     """A worker other than the chief leaves the shared run dir's .hydra/ and cvtrain.log to the
     chief (a resume reads .hydra/overrides.yaml) and logs to cvtrain-worker<N>.log."""
@@ -162,7 +202,8 @@ def main() -> None:
                 help_page.render(sys.argv[1:]), markup=False, highlight=False, soft_wrap=True
             )
             return
-        hydra_main()
+        with saved_config_kept(sys.argv[1:]):
+            hydra_main()
     except UserError as exc:
         fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:

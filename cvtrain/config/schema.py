@@ -8,6 +8,7 @@ is checked by cvtrain.config.checks, which reads the registries.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +225,7 @@ class OptimizerConfig:
     schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        check(self.lr > 0, "optimizer.lr", f"{self.lr} must be > 0")
+        check(math.isfinite(self.lr) and self.lr > 0, "optimizer.lr", f"{self.lr} must be > 0")
 
 
 CLASS_WEIGHTS = ("none", "balanced")
@@ -265,6 +266,15 @@ class EarlyStoppingConfig:
     patience: int = 10
     min_delta: float = 0.0
 
+    def __post_init__(self) -> None:
+        key = "trainer.early_stopping"
+        check(self.patience >= 0, f"{key}.patience", f"{self.patience} must be >= 0")
+        check(
+            math.isfinite(self.min_delta) and self.min_delta >= 0,
+            f"{key}.min_delta",
+            f"{self.min_delta} must be >= 0",
+        )
+
 
 @dataclass
 class TrainerConfig:
@@ -283,6 +293,8 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "trainer.epochs", f"{self.epochs} must be >= 1")
+        seeds = f"must be between 0 and {2**32 - 1}"
+        check(0 <= self.seed < 2**32, "trainer.seed", f"{self.seed} {seeds}")
         choice(self.precision, "trainer.precision", PRECISIONS)
         self.jit_compile = _switch(self.jit_compile, "trainer.jit_compile")
         if self.steps_per_epoch is not None:

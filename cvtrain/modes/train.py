@@ -24,7 +24,8 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
     if cfg.data.verify:
         split, scan = checked_split(split, dropped, cfg.data, run_dir, defer=True)
     # The one resume check: a resume that cannot work is refused before TF loads, too.
-    state = check_compatible(run_dir, cfg, split.train.num_classes)
+    labels = split.train
+    state = check_compatible(run_dir, cfg, labels.class_names, labels.mask_values)
     if dropped:
         log.warning(
             "skipped %d files that are not images (e.g. %s)", len(dropped), Path(dropped[0]).name

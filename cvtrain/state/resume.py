@@ -13,6 +13,7 @@ import csv
 import math
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,15 @@ def load(run_dir: Path) -> ResumeState | None:
     path = run_dir / rundir.RESUME_STATE
     if not path.is_file():
         return None
-    raw = rundir.read_json(path)
-    raw["best"] = math.inf if raw.get("best") is None else raw["best"]
-    return ResumeState(**raw)
+    try:
+        raw = rundir.read_json(path)
+        raw["best"] = math.inf if raw.get("best") is None else raw["best"]
+        return ResumeState(**raw)
+    except (ValueError, TypeError, AttributeError) as exc:  # truncated, or not a state at all
+        raise ConfigError(
+            f"{path} is damaged ({type(exc).__name__}), so the run cannot be continued; "
+            f"start a new run in another folder, or use its best model with run={run_dir}"
+        ) from None
 
 
 def save(run_dir: Path, state: ResumeState) -> None:
@@ -53,11 +60,14 @@ def save(run_dir: Path, state: ResumeState) -> None:
     rundir.write_json(run_dir / rundir.RESUME_STATE, raw)
 
 
-def fixed_settings(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
+def fixed_settings(
+    cfg: RunConfig, classes: Sequence[str], mask_values: Sequence[int] = ()
+) -> dict[str, Any]:
     """Settings the saved weights and optimizer state depend on (flat keys, as overrides):
-    the model.* keys the chosen model reads, but not `weights`, which only starts a run; and
-    the loss.* keys the loss reads, since the best val_loss and early stopping carried over
-    compare values of that loss (another loss's numbers are not better or worse)."""
+    the model.* keys the chosen model reads, but not `weights`, which only starts a run; the
+    loss.* keys the loss reads, since the best val_loss and early stopping carried over
+    compare values of that loss (another loss's numbers are not better or worse); and the
+    classes in id order with the mask value of each, since the output units mean them."""
     tree = to_dict(cfg)
     keys = [k for k in MODELS[cfg.model.name].settings if k != "weights"]
     fixed = {f"model.{k}": tree["model"][k] for k in keys}
@@ -67,20 +77,25 @@ def fixed_settings(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
             "task.name": cfg.task.name,
             "data.image_size": list(cfg.data.image_size),
             "optimizer.name": cfg.optimizer.name,
-            "classes": num_classes,
+            "classes": list(classes),
+            "data.mask_values": list(mask_values),
         }
     )
     return fixed
 
 
-def check_compatible(run_dir: Path, cfg: RunConfig, num_classes: int) -> ResumeState | None:
-    """The run's saved state, if any; ConfigError if this config cannot continue it."""
+def check_compatible(
+    run_dir: Path, cfg: RunConfig, classes: Sequence[str], mask_values: Sequence[int] = ()
+) -> ResumeState | None:
+    """The run's saved state, if any; ConfigError if this config cannot continue it, or if
+    the folder holds a trained run whose state is gone (training would overwrite it)."""
     state = load(run_dir)
     if state is None:
+        refuse_without_state(run_dir)
         return None
-    now = fixed_settings(cfg, num_classes)
+    now = fixed_settings(cfg, classes, mask_values)
     # Older runs locked every model.* key: compare only those this model still reads.
-    changed = [k for k in state.fixed if k in now and state.fixed[k] != now[k]]
+    changed = [k for k in state.fixed if k in now and _differs(state.fixed[k], now[k])]
     if changed:
         what = ", ".join(f"{k}={state.fixed[k]} (now {now[k]})" for k in changed)
         raise ConfigError(
@@ -89,6 +104,33 @@ def check_compatible(run_dir: Path, cfg: RunConfig, num_classes: int) -> ResumeS
             "new run (without hydra.run.dir/resume=)"
         )
     return state
+
+
+def _differs(saved: Any, now: Any) -> bool:
+    if isinstance(saved, int) and isinstance(now, list):  # older states count the classes
+        return saved != len(now)
+    return saved != now
+
+
+def refuse_without_state(run_dir: Path) -> None:
+    """A folder with trained epochs but no state.json (backup/ deleted to save space) cannot
+    be continued, and a new training would overwrite its history and best model."""
+    history = run_dir / rundir.HISTORY
+    trained = [rundir.HISTORY] if history.is_file() and _has_rows(history) else []
+    if (run_dir / rundir.CHECKPOINT).is_file():
+        trained.append(str(rundir.CHECKPOINT))
+    if trained:
+        raise ConfigError(
+            f"{run_dir} holds a trained run ({', '.join(trained)}) but not its training state "
+            f"({rundir.RESUME_STATE}), so it cannot be continued and nothing was changed; "
+            "train into a new folder (without hydra.run.dir/resume=), or use its best model "
+            f"with mode=evaluate|predict|export run={run_dir}"
+        )
+
+
+def _has_rows(path: Path) -> bool:
+    with open(path, newline="") as f:
+        return len(list(csv.reader(f))) > 1
 
 
 def trim_history(path: Path, epochs: int) -> None:

@@ -220,7 +220,8 @@ def build_callbacks(
             state.early_stopping if state else None, patience=es.patience, min_delta=es.min_delta
         )
     progress = RichProgress(cfg.trainer.epochs, inputs.steps)
-    fixed = resume.fixed_settings(cfg, inputs.split.train.num_classes)
+    labels = inputs.split.train
+    fixed = resume.fixed_settings(cfg, labels.class_names, labels.mask_values)
     loggers = [
         progress,
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
@@ -268,7 +269,9 @@ def fit(
     """Run the chosen loop with signals trapped; turn the errors a user can act on into one
     line each."""
     initial_epoch = state.epoch if state else 0
-    epochs = initial_epoch if state and state.stopped_early else cfg.trainer.epochs
+    # An early-stopped run stays stopped while early stopping is on; turned off, it goes on.
+    stopped = state and state.stopped_early and cfg.trainer.early_stopping.enabled
+    epochs = initial_epoch if stopped else cfg.trainer.epochs
     if initial_epoch >= epochs:
         log.info("nothing to train: %d epochs done", initial_epoch)
     with trap_signals() as trap, warnings.catch_warnings():

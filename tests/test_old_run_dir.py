@@ -1,0 +1,64 @@
+"""A run dir written by the release before the package layout changed (commit 0be032d) still
+evaluates, predicts, exports and resumes: the run-dir contract and the checkpoint's registered
+names did not move with the code. The fixture (tests/fixtures/run_0be032d, how it was made in
+its README) is a one-epoch seg_convnet on the tests' synthetic pets (40 samples, 32 px)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_config, run_cli
+from helpers import history_rows
+from PIL import Image
+
+from cvtrain import rundir
+from cvtrain.inference.export_formats import FORMATS
+from cvtrain.modes.evaluate import run as evaluate_run
+from cvtrain.modes.export import run as export_run
+from cvtrain.modes.predict import run as predict_run
+from cvtrain.tasks.segmentation import MASKS
+
+OLD_RUN = Path(__file__).resolve().parent / "fixtures" / "run_0be032d"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def old_run(tmp_path) -> Path:
+    skip = shutil.ignore_patterns("README*")
+    return Path(shutil.copytree(OLD_RUN, tmp_path / "run", ignore=skip))
+
+
+def test_an_old_run_evaluates_to_its_logged_metrics_predicts_and_exports(
+    old_run, pets_root, tmp_path
+):
+    data = [f"data.root={pets_root}"]
+    cfg = make_config("mode=evaluate", f"run={old_run}", *data)
+    evaluate_run(cfg, data, tmp_path)
+    measured = json.loads((old_run / rundir.EVAL / rundir.METRICS).read_text())["metrics"]
+    logged = rundir.read_json(old_run / rundir.METRICS)["best"]
+    assert measured["loss"] == pytest.approx(logged["val_loss"], abs=1e-3)
+    assert measured["mean_iou"] == pytest.approx(logged["val_mean_iou"], abs=1e-3)
+
+    photo = next((pets_root / "images").glob("*.jpg"))
+    cfg = make_config("mode=predict", f"run={old_run}", f"input={photo}", f"output={tmp_path}")
+    predict_run(cfg, [], tmp_path)
+    mask = np.asarray(Image.open(tmp_path / MASKS / f"{photo.stem}.png"))
+    assert mask.shape == np.asarray(Image.open(photo)).shape[:2]
+    assert set(np.unique(mask)) <= {1, 2, 3}  # trimap values
+
+    cfg = make_config("mode=export", f"run={old_run}", "format=keras")
+    result = export_run(cfg, [], tmp_path)
+    assert result.max_abs_diff <= FORMATS["keras"].tolerance
+
+
+def test_an_old_run_resumes_from_its_saved_state(old_run, pets_root):
+    result = run_cli(f"resume={old_run}", f"data.root={pets_root}", "trainer.epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming after epoch 1" in (old_run / "cvtrain.log").read_text()
+    assert [row["epoch"] for row in history_rows(old_run)] == ["0", "1"]
+    assert rundir.read_json(old_run / rundir.METRICS)["epochs_run"] == 2

@@ -1,0 +1,80 @@
+"""Nothing lost, nothing silently wrong: what cvtrain refuses to do to a run dir, and a user's
+folder it never deletes. Each case runs the CLI as a user would; every refusal comes before
+TensorFlow loads, is one line and leaves the run's files as they were."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import make_config, tiny_segmentation
+from helpers import run_probe
+
+from cvtrain import rundir
+from cvtrain.state import resume
+
+# A real CLI run dir (one epoch, tiny seg_convnet), as tests/test_old_run_dir.py uses it.
+RUN = Path(__file__).resolve().parent / "fixtures" / "run_0be032d"
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    return Path(shutil.copytree(RUN, tmp_path / "run", ignore=shutil.ignore_patterns("README*")))
+
+
+def files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run dir but the job log (which records each command run there)."""
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and p.suffix != rundir.LOG_SUFFIX
+    }
+
+
+def refused(result, fragment: str) -> None:
+    """Exit 2, one `cvtrain: error:` line holding `fragment`, TensorFlow never imported."""
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(errors) == 1 and errors[0].startswith("cvtrain: error:"), errors
+    assert fragment in errors[0], errors[0]
+    assert result.stdout.strip().endswith("TF_NOT_IMPORTED")
+
+
+def test_a_run_whose_state_was_deleted_is_not_retrained_over(run, pets_root):
+    shutil.rmtree(run / rundir.BACKUP)
+    before = files(run)
+    result = run_probe(f"resume={run}", f"data.root={pets_root}")
+    refused(result, "holds a trained run (history.csv, checkpoints/best.keras) but not its")
+    assert files(run) == before
+
+
+def test_a_damaged_state_is_one_line(run, pets_root):
+    state = run / rundir.RESUME_STATE
+    state.write_text(state.read_text()[:20])  # cut off mid-write by hand
+    refused(run_probe(f"resume={run}", f"data.root={pets_root}"), "state.json is damaged")
+
+
+def test_a_refused_resume_leaves_the_saved_config_as_it_was(run, pets_root):
+    before = files(run)
+    result = run_probe(f"resume={run}", f"data.root={pets_root}", "model.width=0.5")
+    refused(result, "was trained with model.width=0.25 (now 0.5)")
+    assert files(run) == before  # .hydra/config.yaml and overrides.yaml included
+
+
+def test_reordered_mask_values_are_a_change_of_classes(run, pets_root):
+    state = resume.load(run)  # as this release saves it: class names and their mask values
+    cfg = make_config(*tiny_segmentation(pets_root))
+    state.fixed = resume.fixed_settings(cfg, ("pet", "background", "border"), (1, 2, 3))
+    resume.save(run, state)
+    result = run_probe(f"resume={run}", f"data.root={pets_root}", "data.mask_values=[2,1,3]")
+    refused(result, "data.mask_values=[1, 2, 3] (now [2, 1, 3])")
+
+
+def test_a_users_folder_is_left_as_it_was_after_a_config_error(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.log").write_text("the user's own file\n")
+    result = run_probe(f"hydra.run.dir={folder}", "trainer.epochs=0")
+    refused(result, "trainer.epochs=0 must be >= 1")
+    assert [p.name for p in folder.iterdir()] == ["notes.log"]
