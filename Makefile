@@ -20,12 +20,15 @@ demo: $(STAMP)
 demo-classification: $(STAMP)
 	$(BIN)/cvtrain experiment=demo_classification
 
+# Two pytest processes, each test file in one of them (a file's module fixtures train once).
+PYTEST := $(BIN)/pytest -q -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 # Everything but the tests that train a model or run the CLI in a subprocess (marked slow).
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check cvtrain tests benchmarks

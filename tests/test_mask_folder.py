@@ -103,6 +103,34 @@ def test_pipeline_drops_a_mask_with_an_unmapped_value(tmp_path):
     assert set(np.unique(masks)) <= {0, 1}
 
 
+def as_16_bit(root: Path, scale: int = 1) -> None:
+    """Every mask of `root` saved again as a 16-bit PNG of its values times `scale`."""
+    for path in (root / "masks").glob("*.png"):
+        values = np.asarray(Image.open(path)).astype(np.uint16) * scale
+        Image.fromarray(values).save(path)
+        assert Image.open(path).mode.startswith("I"), "not written as 16 bits"
+
+
+def test_16_bit_masks_are_read_as_their_values(tmp_path):
+    from cvtrain.data.pipeline import build_dataset
+
+    root = write_folder(tmp_path / "data", n=4)
+    as_16_bit(root)  # 0 and 255 stored in 16 bits: decoded as 8 bits, both would read 0
+    cfg = folder_config(root, "data.verify=false", "data.batch_size=4")
+    index, _ = load_index(cfg.data, "segmentation")
+    masks = np.concatenate([y for _, y in build_dataset(index, cfg.data, training=False, seed=0)])
+    assert len(masks) == 4 and set(np.unique(masks)) == {0, 1}
+
+
+def test_16_bit_values_no_class_can_have_say_to_save_8_bit_masks(tmp_path):
+    root = write_folder(tmp_path / "data", n=4)
+    as_16_bit(root, scale=257)  # 0 and 65535
+    result = run_probe(*folder_args(root), "mode=verify_data", f"hydra.run.dir={tmp_path / 'r'}")
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "mask values {0, 65535}" in errors[0] and "save the masks as 8-bit PNGs" in errors[0]
+
+
 def test_images_of_any_format_pair_with_masks_by_stem(tmp_path):
     root = write_folder(tmp_path / "data", n=10)
     (root / "masks" / "s09.png").unlink()  # an image without a mask is left out

@@ -57,8 +57,16 @@ def test_an_old_run_evaluates_to_its_logged_metrics_predicts_and_exports(
 
 
 def test_an_old_run_resumes_from_its_saved_state(old_run, pets_root):
+    # What a write killed mid-way leaves behind (atomic_path's temp files): cleaned on resume.
+    leftovers = [
+        old_run / "checkpoints" / ".best.keras.k3x_9q2a.keras",
+        old_run / "backup" / ".epoch-2.npz.a1b2c3d4.npz",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
     result = run_cli(f"resume={old_run}", f"data.root={pets_root}", "trainer.epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming after epoch 1" in (old_run / "cvtrain.log").read_text()
     assert [row["epoch"] for row in history_rows(old_run)] == ["0", "1"]
     assert rundir.read_json(old_run / rundir.METRICS)["epochs_run"] == 2
+    assert not any(path.exists() for path in leftovers)

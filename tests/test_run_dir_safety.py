@@ -5,11 +5,12 @@ TensorFlow loads, is one line and leaves the run's files as they were."""
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 from conftest import make_config, tiny_segmentation
-from helpers import run_probe
+from helpers import history_rows, run_probe, start_cli, wait_for_rows
 
 from cvtrain import rundir
 from cvtrain.state import resume
@@ -24,11 +25,12 @@ def run(tmp_path) -> Path:
 
 
 def files(run_dir: Path) -> dict[str, bytes]:
-    """Every file of a run dir but the job log (which records each command run there)."""
+    """Every file of a run dir but the bookkeeping of each command run there: the job log and
+    the lock (which names the last process that held it)."""
     return {
         str(p.relative_to(run_dir)): p.read_bytes()
         for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.suffix != rundir.LOG_SUFFIX
+        if p.is_file() and p.suffix != rundir.LOG_SUFFIX and p.name != rundir.LOCK
     }
 
 
@@ -78,3 +80,19 @@ def test_a_users_folder_is_left_as_it_was_after_a_config_error(tmp_path):
     result = run_probe(f"hydra.run.dir={folder}", "trainer.epochs=0")
     refused(result, "trainer.epochs=0 must be >= 1")
     assert [p.name for p in folder.iterdir()] == ["notes.log"]
+
+
+@pytest.mark.slow
+def test_a_second_process_is_refused_while_a_run_trains(pets_root, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_cli(pets_root, run_dir, "trainer.epochs=50", "trainer.prediction_images=0")
+    try:
+        wait_for_rows(proc, run_dir, 1)
+        refused(run_probe(f"resume={run_dir}"), f"is in use by cvtrain pid {proc.pid} on ")
+    finally:
+        proc.send_signal(signal.SIGTERM)  # stops at the next batch, its state saved
+        proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM
+    lines = (run_dir / rundir.HISTORY).read_text().splitlines()
+    assert [line for line in lines if line.startswith("epoch")] == [lines[0]]  # one header
+    assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(len(lines) - 1))

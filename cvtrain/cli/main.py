@@ -81,7 +81,8 @@ def discard_if_empty(run_dir: Path) -> None:
     if not (run_dir.is_dir() and rundir.only_bookkeeping(run_dir)):
         return
     shutil.rmtree(run_dir / rundir.HYDRA, ignore_errors=True)
-    (run_dir / f"{HydraConfig.get().job.name}{rundir.LOG_SUFFIX}").unlink(missing_ok=True)
+    for name in (f"{HydraConfig.get().job.name}{rundir.LOG_SUFFIX}", rundir.LOCK):
+        (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.rmdir()  # only succeeds when empty
     except OSError:

@@ -48,23 +48,31 @@ def decode_image(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
 UNMAPPED = -2  # a stored value that is neither a class's nor the ignored one
 _PNG_COLOUR_TYPE = 25  # byte offset of the colour type in a PNG (IHDR is always first)
 _PNG_PALETTE = b"\x03"
+_PNG_BIT_DEPTH = 24  # byte offset of the bit depth
+_PNG_16_BITS = b"\x10"
 
 
 def _palette_indices(contents: np.ndarray) -> np.ndarray:
-    """A palette PNG's indices as HxWx1 uint8 (`contents`: the file's bytes, as numpy sees them)."""
+    """A palette PNG's indices as HxWx1 int32 (`contents`: the file's bytes, as numpy sees them)."""
     with Image.open(io.BytesIO(np.asarray(contents).item())) as mask:
-        return np.asarray(mask, np.uint8)[..., None]
+        return np.asarray(mask, np.int32)[..., None]
 
 
 def read_mask(path: tf.Tensor) -> tf.Tensor:
-    """A mask's stored values as HxWx1 uint8. TensorFlow decodes a palette PNG to its colours
-    (and channels=1 to their gray levels), so palette PNGs are read as their indices by PIL."""
+    """A mask's stored values as HxWx1 int32. TensorFlow decodes a palette PNG to its colours
+    (and channels=1 to their gray levels), so palette PNGs are read as their indices by PIL;
+    a 16-bit PNG is read as 16 bits (decoded as uint8 its values would shrink to v >> 8)."""
     contents = tf.io.read_file(path)
     palette = tf.strings.substr(contents, _PNG_COLOUR_TYPE, 1) == _PNG_PALETTE
+    sixteen_bit = tf.strings.substr(contents, _PNG_BIT_DEPTH, 1) == _PNG_16_BITS
     mask = tf.cond(
         palette,
-        lambda: tf.numpy_function(_palette_indices, [contents], tf.uint8, stateful=False),
-        lambda: tf.io.decode_png(contents, channels=1),
+        lambda: tf.numpy_function(_palette_indices, [contents], tf.int32, stateful=False),
+        lambda: tf.cond(
+            sixteen_bit,
+            lambda: tf.cast(tf.io.decode_png(contents, channels=1, dtype=tf.uint16), tf.int32),
+            lambda: tf.cast(tf.io.decode_png(contents, channels=1), tf.int32),
+        ),
     )
     mask.set_shape([None, None, 1])
     return mask
@@ -85,7 +93,7 @@ def mask_table(values: int | Sequence[int], ignore: int | None = None) -> tf.Ten
 def class_ids(mask: tf.Tensor, values: int | Sequence[int], ignore: int | None = None) -> tf.Tensor:
     """Stored mask values as int32 class ids (mask_table); an error for any unmapped value, so
     that `ignore_errors` drops the sample, whatever a resize would have kept of it."""
-    ids = tf.gather(mask_table(values, ignore), tf.cast(mask, tf.int32))
+    ids = tf.gather(mask_table(values, ignore), mask)  # a value past the table is an error too
     mapped = tf.debugging.assert_none_equal(ids, UNMAPPED, message="mask value not mapped")
     with tf.control_dependencies([mapped]):
         return tf.identity(ids)

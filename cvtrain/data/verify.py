@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cvtrain import rundir
-from cvtrain.config.schema import DataConfig
+from cvtrain.config.schema import MAX_MASK_VALUE, DataConfig
 from cvtrain.console import console
 from cvtrain.data.index import FileIndex, Split, sniff_image
 from cvtrain.data.mask_folder import unpaired
@@ -140,7 +140,12 @@ def _label_preflight(index: FileIndex, values: list[list[int] | None]) -> list[i
     if seen and len(bad) * 2 > len(seen):
         raw = sorted({x for _, v in seen for x in v} - {index.ignore_value})
         n = index.num_classes
-        if raw[-1] - raw[0] < n:
+        if raw[-1] > MAX_MASK_VALUE:
+            fix = (
+                f"values above {MAX_MASK_VALUE} (16-bit PNGs) cannot be classes: save the masks "
+                "as 8-bit PNGs, one value per class"
+            )
+        elif raw[-1] - raw[0] < n:
             consecutive = list(range(raw[0], raw[0] + n))
             fix = f"set data.mask_offset={raw[0]} (that is, data.mask_values={consecutive})"
         elif len(raw) == n:

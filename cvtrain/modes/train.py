@@ -6,16 +6,27 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from cvtrain import rundir
 from cvtrain.config.schema import RunConfig
 from cvtrain.data.sources import load_split
 from cvtrain.data.verify import checked_split
 from cvtrain.losses import class_weights
+from cvtrain.rundir import lock
 from cvtrain.state.resume import check_compatible
+from cvtrain.training.cluster import worker_rank
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> float:
+    if worker_rank():  # workers besides the chief only read the run dir
+        return train_here(cfg, run_dir)
+    with lock.hold(run_dir):  # one process at a time in a run dir
+        rundir.remove_leftovers(run_dir)
+        return train_here(cfg, run_dir)
+
+
+def train_here(cfg: RunConfig, run_dir: Path) -> float:
     # Data errors surface before TF loads; an uncached scan for bad files (data.verify) runs
     # beside the first epoch.
     split, dropped = load_split(cfg.data, cfg.task.name)

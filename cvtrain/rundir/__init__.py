@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ HYDRA = Path(".hydra")
 SAVED_CONFIG = HYDRA / "config.yaml"
 SAVED_OVERRIDES = HYDRA / "overrides.yaml"
 LOG_SUFFIX = ".log"  # <job name>.log (configs/hydra/job_logging/rich.yaml)
+LOCK = ".lock"  # held by the process training in the run dir (cvtrain.rundir.lock)
 
 # Training.
 CHECKPOINT = Path("checkpoints") / "best.keras"
@@ -60,8 +62,8 @@ def is_run_dir(path: Path) -> bool:
 
 
 def only_bookkeeping(path: Path) -> bool:
-    """A run dir holding nothing but Hydra's files: a run that never started."""
-    return all(p.name == HYDRA.name or p.suffix == LOG_SUFFIX for p in path.iterdir())
+    """A run dir holding nothing but Hydra's files and the lock: a run that never started."""
+    return all(p.name in (HYDRA.name, LOCK) or p.suffix == LOG_SUFFIX for p in path.iterdir())
 
 
 @contextmanager
@@ -79,6 +81,22 @@ def atomic_path(path: Path, suffix: str | None = None):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.\w{8}(?P<suffix>\.\w+)?")  # atomic_path's
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Temp files of atomic writes a killed process never finished, in the folders only
+    cvtrain writes (checkpoints/, backup/): removed when the next training takes the run dir."""
+    removed = []
+    for folder in (CHECKPOINT.parent, BACKUP):
+        for path in (run_dir / folder).glob(".*"):
+            match = _TEMP_FILE.fullmatch(path.name)
+            if match and path.is_file() and Path(match["name"]).suffix == (match["suffix"] or ""):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def write_atomic(path: Path, writer: Callable[[Path], Any]) -> None:
