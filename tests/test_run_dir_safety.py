@@ -96,3 +96,58 @@ def test_a_second_process_is_refused_while_a_run_trains(pets_root, tmp_path):
     lines = (run_dir / rundir.HISTORY).read_text().splitlines()
     assert [line for line in lines if line.startswith("epoch")] == [lines[0]]  # one header
     assert [int(row["epoch"]) for row in history_rows(run_dir)] == list(range(len(lines) - 1))
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "keras"])
+def test_export_writes_over_nothing_in_a_folder_of_yours(run, tmp_path, fmt):
+    out = tmp_path / "deploy"
+    target = out / ("saved_model" if fmt == "saved_model" else "model.keras")
+    if fmt == "saved_model":
+        target.mkdir(parents=True)
+        (target / "NOTES.md").write_text("the user's own file\n")
+    else:
+        out.mkdir()
+        target.write_bytes(b"a model of yours")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run_probe("mode=export", f"run={run}", f"format={fmt}", f"output={out}")
+    refused(result, f"output={out} already holds {target.name}; cvtrain does not write over it")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_export_into_a_file_is_one_line(run, tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder\n")
+    result = run_probe("mode=export", f"run={run}", "format=keras", f"output={afile}")
+    refused(result, f"output={afile} is a file; give a folder to export into")
+
+
+def test_an_export_replaced_in_place_is_never_lost_half_way(tmp_path, monkeypatch):
+    from cvtrain.inference import exporters
+
+    def export(text: str) -> Path:
+        folder = tmp_path / f"new-{text}" / "saved_model"
+        folder.mkdir(parents=True)
+        (folder / "saved_model.pb").write_text(text)
+        return folder
+
+    dst = tmp_path / "export" / "saved_model"
+    dst.parent.mkdir()
+    exporters.replace_dir(export("first"), dst)
+    exporters.replace_dir(export("second"), dst)
+    assert (dst / "saved_model.pb").read_text() == "second"
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["saved_model"]
+
+    calls = []
+    real = exporters.os.replace
+
+    def killed_after_the_first_move(src, target):
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process dies between the two moves
+        real(src, target)
+
+    monkeypatch.setattr(exporters.os, "replace", killed_after_the_first_move)
+    with pytest.raises(KeyboardInterrupt):
+        exporters.replace_dir(export("third"), dst)
+    kept = [p.read_text() for p in dst.parent.rglob("saved_model.pb")]
+    assert kept == ["second"]  # the old export, moved aside whole

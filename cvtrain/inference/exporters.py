@@ -35,9 +35,15 @@ class Exportable:
 
 
 def replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        shutil.rmtree(dst)
+    """`src` in place of `dst`; the old one is moved aside first and deleted last, so a kill at
+    any moment leaves one of the two whole."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-old-")) / dst.name
+    os.replace(dst, old)
     os.replace(src, dst)
+    shutil.rmtree(old.parent)
 
 
 def write_saved_model(model, predict_raw: Callable, size, path: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from cvtrain.config.schema import RunConfig
 from cvtrain.console import console
+from cvtrain.errors import ConfigError
 from cvtrain.inference.export_formats import FORMATS
 from cvtrain.inference.exporters import Exportable
 from cvtrain.registry import resolve
@@ -45,7 +46,22 @@ class ExportResult:
 
 def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> ExportResult:
     runs = load_runs(cfg, overrides)
-    return export(runs[0], cfg.format, output_dir(cfg, runs, run_dir, EXPORT))
+    out_dir = output_dir(cfg, runs, run_dir, EXPORT)
+    if cfg.output:
+        check_output(out_dir / FORMATS[cfg.format].filename)
+    return export(runs[0], cfg.format, out_dir)
+
+
+def check_output(path: Path) -> None:
+    """cvtrain replaces an export only in its own run dirs (`<run>/export/`): in a folder given
+    as `output=` it writes over nothing, before TensorFlow loads."""
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"output={path.parent} is a file; give a folder to export into")
+    if path.exists():
+        raise ConfigError(
+            f"output={path.parent} already holds {path.name}; cvtrain does not write over it: "
+            "remove it or choose another output="
+        )
 
 
 def parity_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
