@@ -57,6 +57,27 @@ def test_a_damaged_state_is_one_line(run, pets_root):
     refused(run_probe(f"resume={run}", f"data.root={pets_root}"), "state.json is damaged")
 
 
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+def test_a_missing_or_damaged_weights_file_is_one_line(run, pets_root, damage):
+    weights = run / rundir.BACKUP / resume.load(run).weights
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:100])  # cut short
+    refused(run_probe(f"resume={run}", f"data.root={pets_root}"), f"{weights.name} is {damage}")
+
+
+def test_a_damaged_checkpoint_or_saved_config_is_one_line(run, pets_root):
+    checkpoint = run / rundir.CHECKPOINT
+    original = checkpoint.read_bytes()
+    checkpoint.write_bytes(b"not a model")
+    evaluate = ("mode=evaluate", f"run={run}", f"data.root={pets_root}")
+    refused(run_probe(*evaluate), "checkpoints/best.keras is not a Keras model file")
+    checkpoint.write_bytes(original)
+    (run / rundir.SAVED_CONFIG).write_text("model: [unclosed\n")
+    refused(run_probe(*evaluate), ".hydra/config.yaml cannot be read")
+
+
 def test_a_refused_resume_leaves_the_saved_config_as_it_was(run, pets_root):
     before = files(run)
     result = run_probe(f"resume={run}", f"data.root={pets_root}", "model.width=0.5")

@@ -7,13 +7,16 @@ TensorFlow is imported; Keras is imported only by SavedRun.load_model.
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain import rundir
 from cvtrain.config.checks import check_components
@@ -73,7 +76,19 @@ def load_run(path: Path, cfg: RunConfig, overrides: Sequence[str]) -> SavedRun:
             f"run={path} has no {rundir.CHECKPOINT}: the run never finished an epoch; "
             "train it longer or pick another run"
         )
-    saved = OmegaConf.load(path / rundir.SAVED_CONFIG)
+    if not zipfile.is_zipfile(path / rundir.CHECKPOINT):  # a .keras file is a zip archive
+        raise DataError(
+            f"run={path}: {rundir.CHECKPOINT} is not a Keras model file (cut short or "
+            f"overwritten); `cvtrain resume={path}` rebuilds it from the run's saved state"
+        )
+    try:
+        saved = OmegaConf.load(path / rundir.SAVED_CONFIG)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"run={path}: {rundir.SAVED_CONFIG} cannot be read ({first}); fix the file by hand "
+            "or pick another run"
+        ) from None
     current = OmegaConf.create(to_dict(cfg))
     for key in [*overridden_keys(overrides), *INVOCATION]:
         OmegaConf.update(saved, key, OmegaConf.select(current, key), merge=False)

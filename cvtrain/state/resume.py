@@ -13,6 +13,7 @@ import csv
 import math
 import re
 import shlex
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,6 +94,7 @@ def check_compatible(
     if state is None:
         refuse_without_state(run_dir)
         return None
+    check_state_files(run_dir, state)
     now = fixed_settings(cfg, classes, mask_values)
     # Older runs locked every model.* key: compare only those this model still reads.
     changed = [k for k in state.fixed if k in now and _differs(state.fixed[k], now[k])]
@@ -104,6 +106,24 @@ def check_compatible(
             "new run (without hydra.run.dir/resume=)"
         )
     return state
+
+
+def check_state_files(run_dir: Path, state: ResumeState) -> None:
+    """The weight files state.json names are there and whole (an .npz is a zip archive: one cut
+    short has no central directory), checked before TensorFlow loads."""
+    for name in dict.fromkeys(n for n in (state.weights, state.best_weights) if n):
+        path = run_dir / rundir.BACKUP / name
+        try:
+            if path.suffix == ".npz":
+                zipfile.ZipFile(path).close()
+            elif not path.is_file():  # older runs' Keras .weights.h5
+                raise FileNotFoundError(path)
+        except (OSError, zipfile.BadZipFile) as exc:
+            why = "is missing" if isinstance(exc, FileNotFoundError) else "is damaged"
+            raise ConfigError(
+                f"{path} {why}, so the run cannot be continued from its state; start a new run "
+                f"in another folder, or use its best model with run={run_dir}"
+            ) from None
 
 
 def _differs(saved: Any, now: Any) -> bool:
