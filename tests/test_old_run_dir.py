@@ -51,9 +51,12 @@ def test_an_old_run_evaluates_to_its_logged_metrics_predicts_and_exports(
     assert mask.shape == np.asarray(Image.open(photo)).shape[:2]
     assert set(np.unique(mask)) <= {1, 2, 3}  # trimap values
 
+    scratch = old_run / rundir.EXPORT / ".saved_model-k7f3q_1x"  # an export killed mid-way
+    (scratch / "saved_model").mkdir(parents=True)
     cfg = make_config("mode=export", f"run={old_run}", "format=keras")
     result = export_run(cfg, [], tmp_path)
     assert result.max_abs_diff <= FORMATS["keras"].tolerance
+    assert [p.name for p in (old_run / rundir.EXPORT).iterdir()] == ["model.keras"]
 
 
 def test_an_old_run_resumes_from_its_saved_state(old_run, pets_root):

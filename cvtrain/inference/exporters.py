@@ -19,6 +19,7 @@ import numpy as np
 
 from cvtrain.rundir import atomic_path
 
+SCRATCH = ".saved_model-"  # the folders a SavedModel is written and checked in, then moved
 ONNX_OPSET = 17  # onnxruntime >= 1.14 runs it; Resize with half-pixel centres as tf.image.resize
 
 
@@ -34,13 +35,20 @@ class Exportable:
 
 
 
+def remove_scratch(out_dir: Path) -> None:
+    """Scratch folders an export killed mid-way left in `out_dir` (only exporters make them)."""
+    for path in out_dir.glob(f"{SCRATCH}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """`src` in place of `dst`; the old one is moved aside first and deleted last, so a kill at
     any moment leaves one of the two whole."""
     if not dst.exists():
         os.replace(src, dst)
         return
-    old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}-old-")) / dst.name
+    old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f"{SCRATCH}old-")) / dst.name
     os.replace(dst, old)
     os.replace(src, dst)
     shutil.rmtree(old.parent)
@@ -81,7 +89,7 @@ def check_saved_model(path: Path, job: Exportable) -> float:
 
 def export_saved_model(job: Exportable, path: Path) -> float:
     """Written and checked in a temp folder, then moved in place: never half a SavedModel."""
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".saved_model-") as tmp:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=SCRATCH) as tmp:
         saved_model = Path(tmp) / "saved_model"
         write_saved_model(job.model, job.predict_raw, job.size, saved_model)
         diff = check_saved_model(saved_model, job)
@@ -92,7 +100,7 @@ def export_saved_model(job: Exportable, path: Path) -> float:
 def export_tflite(job: Exportable, path: Path) -> float:
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".saved_model-") as tmp:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=SCRATCH) as tmp:
         saved_model = Path(tmp) / "saved_model"
         write_saved_model(job.model, job.predict_raw, job.size, saved_model)
         converter = tf.lite.TFLiteConverter.from_saved_model(

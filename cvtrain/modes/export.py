@@ -25,7 +25,7 @@ from cvtrain.config.schema import RunConfig
 from cvtrain.console import console
 from cvtrain.errors import ConfigError
 from cvtrain.inference.export_formats import FORMATS
-from cvtrain.inference.exporters import Exportable
+from cvtrain.inference.exporters import Exportable, remove_scratch
 from cvtrain.registry import resolve
 from cvtrain.rundir import EXPORT
 from cvtrain.rundir.saved import SavedRun, load_runs, output_dir
@@ -84,6 +84,7 @@ def export(saved: SavedRun, fmt: str, out_dir: Path) -> ExportResult:
     job = Exportable(model, predict_raw, size, parity_images(size))
     path = out_dir / spec.filename
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_scratch(out_dir)
     diff = resolve(spec.exporter)(job, path)
     result = ExportResult(path, fmt, diff, spec.tolerance)
     if diff > result.tolerance:
