@@ -78,6 +78,16 @@ def test_a_damaged_checkpoint_or_saved_config_is_one_line(run, pets_root):
     refused(run_probe(*evaluate), ".hydra/config.yaml cannot be read")
 
 
+def test_a_checkpoint_behind_the_runs_best_epoch_is_refused_with_the_fix(run, pets_root):
+    rundir.write_json(run / rundir.CHECKPOINT_EPOCH, {"epoch": 1})
+    state = resume.load(run)  # as a kill leaves it: epoch 2 was the best, best.keras not yet
+    state.epoch = state.best_epoch = 2
+    resume.save(run, state)
+    result = run_probe("mode=evaluate", f"run={run}", f"data.root={pets_root}")
+    refused(result, "best.keras holds epoch 1 but the run's best epoch is 2")
+    assert f"resume={run} trainer.epochs=2` rebuilds it" in result.stderr
+
+
 def test_a_refused_resume_leaves_the_saved_config_as_it_was(run, pets_root):
     before = files(run)
     result = run_probe(f"resume={run}", f"data.root={pets_root}", "model.width=0.5")

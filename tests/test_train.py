@@ -7,6 +7,8 @@ import pytest
 from conftest import make_config
 from helpers import checkpoint_scores
 
+from cvtrain import rundir
+
 
 @pytest.mark.slow
 def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(adam_run):
@@ -20,6 +22,7 @@ def test_training_loss_falls_and_best_checkpoint_matches_best_epoch(adam_run):
 
     scores = checkpoint_scores(run_dir, cfg, split)
     assert np.isclose(scores["loss"], result.best_val_loss, rtol=1e-3)
+    assert rundir.read_json(run_dir / rundir.CHECKPOINT_EPOCH) == {"epoch": result.best_epoch}
 
 
 def test_precision_auto_is_mixed_float16_on_a_gpu_and_float32_on_cpu():

@@ -25,6 +25,7 @@ LOCK = ".lock"  # held by the process training in the run dir (cvtrain.rundir.lo
 
 # Training.
 CHECKPOINT = Path("checkpoints") / "best.keras"
+CHECKPOINT_EPOCH = CHECKPOINT.with_suffix(".json")  # {"epoch": N}: the epoch best.keras holds
 BACKUP = Path("backup")  # resumable training state (cvtrain.state.resume)
 RESUME_STATE = BACKUP / "state.json"
 EPOCH_WEIGHTS = "epoch-*"  # a glob for every epoch_weights() file (and older runs' .weights.h5)

@@ -76,6 +76,7 @@ def load_run(path: Path, cfg: RunConfig, overrides: Sequence[str]) -> SavedRun:
             f"run={path} has no {rundir.CHECKPOINT}: the run never finished an epoch; "
             "train it longer or pick another run"
         )
+    check_checkpoint_epoch(path)
     if not zipfile.is_zipfile(path / rundir.CHECKPOINT):  # a .keras file is a zip archive
         raise DataError(
             f"run={path}: {rundir.CHECKPOINT} is not a Keras model file (cut short or "
@@ -95,6 +96,25 @@ def load_run(path: Path, cfg: RunConfig, overrides: Sequence[str]) -> SavedRun:
     config = merge(saved)
     check_components(config)
     return SavedRun(path, config)
+
+
+def check_checkpoint_epoch(path: Path) -> None:
+    """best.keras is written at most once a minute: after a kill it can hold an earlier epoch
+    than the run's best. Refused rather than used silently (runs before best.json: unchecked)."""
+    holds, state = path / rundir.CHECKPOINT_EPOCH, path / rundir.RESUME_STATE
+    if not (holds.is_file() and state.is_file()):
+        return
+    try:
+        epoch, saved = rundir.read_json(holds).get("epoch"), rundir.read_json(state)
+    except ValueError:  # a damaged file: resume= reports it; the checkpoint is still usable
+        return
+    best, done = saved.get("best_epoch"), saved.get("epoch")
+    if epoch != best:
+        raise DataError(
+            f"run={path}: {rundir.CHECKPOINT} holds epoch {epoch} but the run's best epoch is "
+            f"{best} (it was stopped before writing it); `cvtrain resume={path} "
+            f"trainer.epochs={done}` rebuilds it from the saved state without training"
+        )
 
 
 def load_runs(cfg: RunConfig, overrides: Sequence[str] = ()) -> list[SavedRun]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 
-from cvtrain.rundir import atomic_path
+from cvtrain.rundir import atomic_path, write_json
 from cvtrain.state import snapshots
 
 # Saving a .keras file takes ~0.1 s for a small model and seconds for a large one: more than a
@@ -18,16 +18,18 @@ from cvtrain.state import snapshots
 WRITE_EVERY_S = 60.0
 
 
-def save_model(model: keras.Model, path: Path) -> None:
+def save_model(model: keras.Model, path: Path, epoch: int | None) -> None:
     """`model` to `path` atomically, without its compile config: plain keras.models.load_model
     then opens it with no cvtrain loss or metric registered (compile it to evaluate it, or use
-    mode=evaluate). The instance attribute hides the method for this one save."""
+    mode=evaluate). The instance attribute hides the method for this one save. Then the epoch
+    it holds beside it (best.json), which the modes that read a run compare with its state."""
     with atomic_path(path) as tmp:
         model.get_compile_config = lambda: None
         try:
             model.save(tmp)
         finally:
             del model.get_compile_config
+    write_json(path.with_suffix(".json"), {"epoch": epoch})
 
 
 class BestCheckpoint:
@@ -68,5 +70,5 @@ class BestCheckpoint:
             snapshots.assign(model.variables, current, "the current weights")
 
     def _write(self, model: keras.Model) -> None:
-        save_model(model, self.path)
+        save_model(model, self.path, self.best_epoch)
         self.pending, self.written_at = None, time.monotonic()

@@ -43,7 +43,7 @@ def restore(
     backup = run_dir / rundir.BACKUP
     if state.best_weights:
         load_state(model, variables, backup / state.best_weights)
-        save_model(model, checkpoint.path)
+        save_model(model, checkpoint.path, state.best_epoch)
     checkpoint.best, checkpoint.best_epoch = state.best, state.best_epoch
     load_state(model, variables, backup / state.weights)
     if lr is not None:
