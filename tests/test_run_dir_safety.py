@@ -182,3 +182,23 @@ def test_an_export_replaced_in_place_is_never_lost_half_way(tmp_path, monkeypatc
         exporters.replace_dir(export("third"), dst)
     kept = [p.read_text() for p in dst.parent.rglob("saved_model.pb")]
     assert kept == ["second"]  # the old export, moved aside whole
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_writing_its_disk_cache_resumes(pets_root, tmp_path):
+    import time
+
+    run_dir = tmp_path / "run"
+    cache = ("data.cache=disk", "trainer.epochs=2", "trainer.prediction_images=0")
+    proc = start_cli(pets_root, run_dir, *cache)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((run_dir / "cache").glob("*.lockfile")):  # tf.data is writing it
+            assert proc.poll() is None and time.monotonic() < deadline, "no cache was written"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.communicate()
+    result = run_probe(f"resume={run_dir}", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(history_rows(run_dir)) == 2

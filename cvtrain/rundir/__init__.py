@@ -88,15 +88,18 @@ _TEMP_FILE = re.compile(r"\.(?P<name>.+)\.\w{8}(?P<suffix>\.\w+)?")  # atomic_pa
 
 
 def remove_leftovers(run_dir: Path) -> list[Path]:
-    """Temp files of atomic writes a killed process never finished, in the folders only
-    cvtrain writes (checkpoints/, backup/): removed when the next training takes the run dir."""
-    removed = []
+    """What a killed process left half-written in the folders only cvtrain writes, removed when
+    the next training takes the run dir (it holds the lock, so no other process is writing):
+    atomic_path's temp files in checkpoints/ and backup/, and the lockfiles of tf.data's disk
+    cache (TensorFlow refuses to write a cache whose lockfile exists)."""
+    removed = list((run_dir / CACHE).glob("*.lockfile"))
     for folder in (CHECKPOINT.parent, BACKUP):
         for path in (run_dir / folder).glob(".*"):
             match = _TEMP_FILE.fullmatch(path.name)
             if match and path.is_file() and Path(match["name"]).suffix == (match["suffix"] or ""):
-                path.unlink()
                 removed.append(path)
+    for path in removed:
+        path.unlink()
     return removed
 
 
