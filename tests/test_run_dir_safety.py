@@ -202,3 +202,17 @@ def test_a_run_killed_while_writing_its_disk_cache_resumes(pets_root, tmp_path):
     result = run_probe(f"resume={run_dir}", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(history_rows(run_dir)) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.5, 2.0])
+def test_ctrl_c_while_starting_is_one_line(pets_root, tmp_path, after_s):
+    import time
+
+    proc = start_cli(pets_root, tmp_path / "run")
+    time.sleep(after_s)  # composing the config, reading the data or importing TensorFlow
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=240)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("cvtrain: stopped"), lines

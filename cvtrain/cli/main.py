@@ -209,6 +209,9 @@ def main() -> None:
         fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         fail(describe_hydra_error(exc))
+    except KeyboardInterrupt:  # before training trapped the signal: nothing to save yet
+        err_console.print("cvtrain: stopped by Ctrl-C while starting", markup=False)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":
