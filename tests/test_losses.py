@@ -191,6 +191,7 @@ def test_a_list_of_weights_needs_one_per_class():
 def test_a_resumed_run_keeps_its_loss(tmp_path):
     cfg = make_config("loss=focal")
     resume.save(tmp_path, resume.ResumeState(1, "w.h5", fixed=resume.fixed_settings(cfg, NAMES)))
+    (tmp_path / "backup" / "w.h5").touch()  # the file the state names
     assert resume.check_compatible(tmp_path, make_config("loss=focal", "optimizer.lr=1e-4"), NAMES)
     for change in ("loss=dice", "loss.gamma=1", "loss.class_weights=balanced"):
         with pytest.raises(ConfigError, match="keeps its task, model, image size, optimizer, loss"):

@@ -3,6 +3,7 @@ mapping (data.mask_values, data.ignore_index), palette PNGs, split files and eva
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +256,7 @@ def test_eval_split_test_without_a_test_split_fails_before_tensorflow(tmp_path):
         OmegaConf.create(to_dict(make_config(*folder_args(root)))), run / rundir.SAVED_CONFIG
     )
     (run / rundir.CHECKPOINT).parent.mkdir(parents=True)
-    (run / rundir.CHECKPOINT).write_bytes(b"never loaded")
+    zipfile.ZipFile(run / rundir.CHECKPOINT, "w").close()  # a .keras is a zip; never loaded
     done = run_probe("mode=evaluate", f"run={run}", "eval.split=test")
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("cvtrain: error:")]

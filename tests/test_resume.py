@@ -154,6 +154,7 @@ def test_changing_model_or_image_size_is_refused(pets_root, tmp_path):
     state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
     state.fixed = resume.fixed_settings(cfg, PETS)
     resume.save(tmp_path, state)
+    (tmp_path / rundir.BACKUP / state.weights).touch()  # the file the state names
 
     assert resume.check_compatible(tmp_path, make_config(*tiny_segmentation(pets_root)), PETS)
     same_but_lr = make_config(
@@ -185,6 +186,7 @@ def test_only_the_settings_the_model_reads_are_locked(pets_root, tmp_path):
     state = resume.ResumeState(epoch=1, weights="epoch-1.weights.h5")
     state.fixed = resume.fixed_settings(cfg, PETS)
     resume.save(tmp_path, state)
+    (tmp_path / rundir.BACKUP / state.weights).touch()  # the file the state names
 
     # seg_convnet has no ASPP: its atrous rates are not part of its weights.
     other_rates = make_config(*tiny_segmentation(pets_root, "model.atrous_rates=[2,4]"))
