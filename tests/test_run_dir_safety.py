@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import make_config, tiny_segmentation
+from conftest import make_config, run_cli, tiny_segmentation
 from helpers import history_rows, run_probe, start_cli, wait_for_rows
 
 from cvtrain import rundir
@@ -216,3 +217,46 @@ def test_ctrl_c_while_starting_is_one_line(pets_root, tmp_path, after_s):
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("cvtrain: stopped"), lines
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(name, *args): a mount at tmp_path/name for this test (a tmpfs, a read-only bind),
+    undone after it; the test is skipped where this user may not mount (CI runs as root)."""
+    made = []
+
+    def do(name: str, *args: str) -> Path:
+        target = tmp_path / name
+        target.mkdir(exist_ok=True)
+        for step in args:
+            result = subprocess.run(["mount", *step.split(), str(target)], capture_output=True)
+            if result.returncode:
+                pytest.skip(f"cannot mount here: {result.stderr.decode().strip()}")
+            made.append(target)
+        return target
+
+    yield do
+    for target in reversed(made):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def one_line(result, fragment: str) -> None:
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(errors) == 1 and fragment in errors[0], errors
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line(pets_root, mount):
+    disk = mount("disk", "-t tmpfs -o size=160k tmpfs")  # fills up before the run ends
+    overrides = tiny_segmentation(pets_root, "model.filters=[8,16]")
+    result = run_cli(*overrides, f"hydra.run.dir={disk / 'run'}")
+    one_line(result, "no space left on the device; free space or give a writable folder")
+
+
+@pytest.mark.slow
+def test_a_read_only_run_dir_is_one_line(run, pets_root, mount):
+    frozen = mount("frozen", f"--bind {run}", "-o remount,ro,bind")
+    refused(run_probe(f"resume={frozen}", f"data.root={pets_root}"), "the file system is read-only")
+    evaluate = run_probe("mode=evaluate", f"run={frozen}", f"data.root={pets_root}")
+    one_line(evaluate, f"cannot write {frozen / rundir.EVAL}: the file system is read-only")

@@ -6,6 +6,7 @@ imported; TensorFlow is imported only by the mode that needs it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -38,6 +39,29 @@ from cvtrain.training.cluster import worker_rank
 from cvtrain.training.interrupt import Interrupted, StopNow
 
 log = logging.getLogger("cvtrain")
+
+
+# Faults of the disk, not of cvtrain or the config: one line each, with the fix.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
+
+
+def storage_error(exc: BaseException | None) -> str | None:
+    """The one line for a disk fault: `exc`, or the error behind it (Hydra wraps the one of
+    its log file); None for anything else, a bug worth its traceback."""
+    while exc is not None and not (isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None:
+        return None
+    return (
+        f"cannot write {exc.filename or 'a file'}: {STORAGE_ERRORS[exc.errno]}; free space or "
+        "give a writable folder (hydra.run.dir=, output=). A run keeps what it had written "
+        "(resume= continues from its last saved epoch)"
+    )
 
 
 def fail(message: str) -> None:
@@ -146,6 +170,10 @@ def task(raw: DictConfig) -> float | None:
         stopped(f"by {exc}", exc.exit_code, run_dir)
     except StopNow:
         stopped("at once by a second Ctrl-C", 128 + signal.SIGINT, run_dir)
+    except OSError as exc:
+        if (message := storage_error(exc)) is None:
+            raise
+        fail(message)
     return None
 
 
@@ -195,6 +223,7 @@ def main() -> None:
     tf_logging.quiet_tensorflow_import()
     # Let composition errors reach us as exceptions instead of Hydra's multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    logging.raiseExceptions = False  # a log line that cannot be written is no traceback
     try:
         # resume=<run_dir>: its saved overrides
         sys.argv[1:] = [*expand_resume_arg(sys.argv[1:]), *worker_overrides()]
@@ -209,6 +238,10 @@ def main() -> None:
         fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         fail(describe_hydra_error(exc))
+    except (OSError, ValueError) as exc:  # Hydra's own writes (.hydra/, the log) fail here
+        if (message := storage_error(exc)) is None:
+            raise
+        fail(message)
     except KeyboardInterrupt:  # before training trapped the signal: nothing to save yet
         err_console.print("cvtrain: stopped by Ctrl-C while starting", markup=False)
         raise SystemExit(128 + signal.SIGINT) from None
