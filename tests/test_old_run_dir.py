@@ -5,7 +5,6 @@ its README) is a one-epoch seg_convnet on the tests' synthetic pets (40 samples,
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def test_an_old_run_evaluates_to_its_logged_metrics_predicts_and_exports(
     data = [f"data.root={pets_root}"]
     cfg = make_config("mode=evaluate", f"run={old_run}", *data)
     evaluate_run(cfg, data, tmp_path)
-    measured = json.loads((old_run / rundir.EVAL / rundir.METRICS).read_text())["metrics"]
+    measured = rundir.read_json(old_run / rundir.EVAL / rundir.METRICS)["metrics"]
     logged = rundir.read_json(old_run / rundir.METRICS)["best"]
     assert measured["loss"] == pytest.approx(logged["val_loss"], abs=1e-3)
     assert measured["mean_iou"] == pytest.approx(logged["val_mean_iou"], abs=1e-3)

@@ -64,6 +64,14 @@ def storage_error(exc: BaseException | None) -> str | None:
     )
 
 
+def fail_on_storage_error(exc: BaseException) -> None:
+    """One line for a disk fault; anything else goes on up with its traceback."""
+    message = storage_error(exc)
+    if message is None:
+        raise exc
+    fail(message)
+
+
 def fail(message: str) -> None:
     err_console.print(f"cvtrain: error: {message}", markup=False)
     raise SystemExit(2)
@@ -171,9 +179,7 @@ def task(raw: DictConfig) -> float | None:
     except StopNow:
         stopped("at once by a second Ctrl-C", 128 + signal.SIGINT, run_dir)
     except OSError as exc:
-        if (message := storage_error(exc)) is None:
-            raise
-        fail(message)
+        fail_on_storage_error(exc)
     return None
 
 
@@ -239,9 +245,7 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as exc:
         fail(describe_hydra_error(exc))
     except (OSError, ValueError) as exc:  # Hydra's own writes (.hydra/, the log) fail here
-        if (message := storage_error(exc)) is None:
-            raise
-        fail(message)
+        fail_on_storage_error(exc)
     except KeyboardInterrupt:  # before training trapped the signal: nothing to save yet
         err_console.print("cvtrain: stopped by Ctrl-C while starting", markup=False)
         raise SystemExit(128 + signal.SIGINT) from None

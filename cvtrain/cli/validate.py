@@ -11,8 +11,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cvtrain.config.checks import check_components, check_source_fits, check_training
+from cvtrain.config.checks import check_components, check_training
 from cvtrain.config.schema import RunConfig, check, choice, merge
+from cvtrain.data.sources import check_source
 from cvtrain.inference.export_formats import FORMATS
 from cvtrain.modes import MODES
 
@@ -45,7 +46,7 @@ def check_invocation(cfg: RunConfig) -> None:
     if cfg.mode == "train":
         check_training(cfg)
     elif cfg.mode == "verify_data":
-        check_source_fits(cfg)
+        check_source(cfg.data.source, cfg.task.name)  # before anything is read
     if cfg.mode == "export":  # an optional extra the format needs
         export_format = FORMATS[cfg.format]
         missing = [m for m in export_format.needs if find_spec(m) is None]

@@ -28,13 +28,8 @@ def check_components(cfg: RunConfig) -> None:
     choice(cfg.loss.name, "loss.name", tuple(LOSSES))
 
 
-def check_source_fits(cfg: RunConfig) -> None:
-    """The data source serves the task: checked before anything is read or downloaded."""
-    check_source(cfg.data.source, cfg.task.name)
-
-
 def check_training(cfg: RunConfig) -> None:
     """The data source, the model and the loss fit the task and each other."""
-    check_source_fits(cfg)
+    check_source(cfg.data.source, cfg.task.name)
     check_model(cfg.model, tuple(cfg.data.image_size), cfg.task.name)
     check_loss(cfg.loss, cfg.task.name)
