@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def checkpoint_scores(run_dir: Path, cfg, split) -> dict[str, float]:
     loss, metrics = task.loss_and_metrics(split.train.class_names, cfg.loss, None)
     model.compile(loss=loss, metrics=metrics)
     val = build_dataset(split.val, cfg.data, training=False, seed=0)
-    return model.evaluate(val, verbose=0, return_dict=True)
+    with warnings.catch_warnings():  # ignore_errors hides the size, so Keras warns at its end
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        return model.evaluate(val, verbose=0, return_dict=True)
 
 
 def train_in_process(root: Path, run_dir: Path, *extra: str):

@@ -30,6 +30,8 @@ from cvtrain.errors import UserError
         ("trainer.epochz=3", "unknown key 'trainer.epochz'"),
         ("data.image_size=[180,180]", "seg_convnet with 3 stages needs data.image_size divisible"),
         ("model=mini_xception", "model=mini_xception is a classification model"),
+        # one batch larger than any machine's memory: tf.data would drop every image unsaid
+        ("data.image_size=[96000,96000]", "GiB for one batch of images alone, more than"),
     ],
 )
 def test_bad_override_fails_with_one_line_before_tensorflow(override, fragment, tmp_path):

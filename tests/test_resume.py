@@ -146,6 +146,7 @@ def test_a_run_that_fails_keeps_its_last_epoch_and_its_best_model(pets_root, tmp
         min(val_losses), rel=1e-3
     )
 
+
 PETS = ("pet", "background", "border")  # the synthetic pets' classes, in id order
 
 

@@ -4,13 +4,15 @@ TensorFlow loads, is one line and leaves the run's files as they were."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import make_config, run_cli, tiny_segmentation
+from conftest import CVTRAIN, make_config, run_cli, tiny_segmentation
 from helpers import history_rows, run_probe, start_cli, wait_for_rows
 
 from cvtrain import rundir
@@ -153,6 +155,28 @@ def test_export_into_a_file_is_one_line(run, tmp_path):
     refused(result, f"output={afile} is a file; give a folder to export into")
 
 
+@pytest.mark.slow
+def test_a_killed_export_leaves_no_outputs_folder(run, pets_root, tmp_path):
+    """SIGKILL while TensorFlow loads for the export: Hydra's bookkeeping was never in outputs/."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen(
+        [*CVTRAIN, "mode=export", f"run={run}", "format=keras", f"data.root={pets_root}"],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 120
+    while "tensorflow" not in maps.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "export ended before TF"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_an_export_replaced_in_place_is_never_lost_half_way(tmp_path, monkeypatch):
     from cvtrain.inference import exporters
 
@@ -260,3 +284,13 @@ def test_a_read_only_run_dir_is_one_line(run, pets_root, mount):
     refused(run_probe(f"resume={frozen}", f"data.root={pets_root}"), "the file system is read-only")
     evaluate = run_probe("mode=evaluate", f"run={frozen}", f"data.root={pets_root}")
     one_line(evaluate, f"cannot write {frozen / rundir.EVAL}: the file system is read-only")
+
+
+@pytest.mark.slow
+def test_no_epoch_is_trained_past_a_state_that_failed_to_save(pets_root, mount, tmp_path):
+    (tmp_path / "run").mkdir()
+    mount("run/backup", "-t tmpfs -o size=4k tmpfs")  # the first epoch's state cannot fit
+    overrides = tiny_segmentation(pets_root, "trainer.epochs=4")
+    result = run_cli(*overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    one_line(result, "no space left on the device")
+    assert len(history_rows(tmp_path / "run")) == 1  # epoch 2 stopped at its first batch

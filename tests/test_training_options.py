@@ -116,14 +116,22 @@ def test_jit_compile_true_compiles_with_xla_and_trains(pets_root, tmp_path, monk
     assert len(result.history["loss"]) == 1 and np.isfinite(result.history["loss"]).all()
 
 
-def test_out_of_memory_names_the_batch_size_and_a_smaller_one(pets_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["fit", "build_and_compile"])  # in training, or before
+def test_out_of_memory_names_the_batch_size_and_a_smaller_one(
+    pets_root, tmp_path, monkeypatch, where
+):
     import keras
     import tensorflow as tf
 
-    def fit(*args, **kwargs):
+    from cvtrain.training import trainer
+
+    def out_of_memory(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
 
-    monkeypatch.setattr(keras.Model, "fit", fit)
+    if where == "fit":
+        monkeypatch.setattr(keras.Model, "fit", out_of_memory)
+    else:
+        monkeypatch.setattr(trainer, "build_and_compile", out_of_memory)
     with pytest.raises(UserError) as error:
         train_in_process(pets_root, tmp_path, "data.batch_size=8", QUIET)
     message = str(error.value)
@@ -158,3 +166,14 @@ def test_eval_split_all_scores_every_sample(pets_root, tmp_path):
     report = run(make_config("mode=evaluate", *overrides), overrides, tmp_path)
     assert report["split"] == "all" and report["data"]["files"] == 32 + 8
     assert report["metrics"]["pixels"] == 40 * 32 * 32  # every pixel of every sample scored
+
+
+def test_a_pipeline_that_drops_every_validation_image_says_so():
+    import tensorflow as tf
+
+    from cvtrain.training.trainer import sample_batch
+
+    images = tf.zeros([4, 8, 8, 3])
+    dropped = tf.data.Dataset.from_tensor_slices((images, tf.zeros([4]))).filter(lambda x, y: False)
+    with pytest.raises(UserError, match="no validation image came through the input pipeline"):
+        sample_batch(dropped.batch(2), 2)

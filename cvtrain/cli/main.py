@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,10 +187,44 @@ def task(raw: DictConfig) -> float | None:
 hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
 
 
+def given(argv: list[str], key: str) -> str | None:
+    """The value `key=` has on the command line (the last one wins, as in Hydra)."""
+    found = [a.split("=", 1)[1].strip("'\"") for a in argv if a.startswith(f"{key}=")]
+    return found[-1] if found else None
+
+
 def explicit_run_dir(argv: list[str]) -> Path | None:
     """The run dir given on the command line (hydra.run.dir=, as resume= expands to)."""
-    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
-    return Path(given[-1].strip("'\"")).expanduser() if given else None
+    run_dir = given(argv, "hydra.run.dir")
+    return Path(run_dir).expanduser() if run_dir else None
+
+
+def needs_no_run_dir(argv: list[str]) -> bool:
+    """evaluate, predict, export and explain write into the run or `output=` (only an
+    ensemble without `output=` writes into Hydra's run dir): their bookkeeping (.hydra/, the
+    log) goes to a scratch folder in the system's temp dir instead of a fresh
+    outputs/<date>/<time>, removed when they end, so not even a SIGKILL leaves one behind."""
+    mode = MODES.get(given(argv, "mode") or "")
+    if mode is None or not mode.reads_run or given(argv, "hydra.run.dir") is not None:
+        return False
+    if {"-m", "--multirun"} & set(argv):
+        return False
+    ensemble = (given(argv, "run") or "").startswith("[") and not mode.one_run
+    return not ensemble or given(argv, "output") is not None
+
+
+@contextmanager
+def hydra_args(argv: list[str]) -> Iterator[list[str]]:
+    """`argv` for Hydra, with a scratch run dir where it needs none (removed at the end; a
+    Hydra that failed before its job leaves it empty)."""
+    if not needs_no_run_dir(argv):
+        yield argv
+        return
+    scratch = tempfile.mkdtemp(prefix="cvtrain-")
+    try:
+        yield [*argv, f"hydra.run.dir={scratch}"]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _history_stamp(run_dir: Path) -> tuple[int, int] | None:
@@ -238,7 +273,8 @@ def main() -> None:
                 help_page.render(sys.argv[1:]), markup=False, highlight=False, soft_wrap=True
             )
             return
-        with saved_config_kept(sys.argv[1:]):
+        with saved_config_kept(sys.argv[1:]), hydra_args(sys.argv[1:]) as args:
+            sys.argv[1:] = args
             hydra_main()
     except UserError as exc:
         fail(str(exc))

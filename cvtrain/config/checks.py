@@ -9,7 +9,9 @@ like the registries' tables: it runs before TensorFlow is imported. The modes' o
 
 from __future__ import annotations
 
-from cvtrain.config.schema import RunConfig, choice
+import os
+
+from cvtrain.config.schema import DataConfig, RunConfig, check, choice
 from cvtrain.data.sources import check_source
 from cvtrain.losses import LOSSES, check_loss
 from cvtrain.models import MODELS, check_model
@@ -33,3 +35,25 @@ def check_training(cfg: RunConfig) -> None:
     check_source(cfg.data.source, cfg.task.name)
     check_model(cfg.model, tuple(cfg.data.image_size), cfg.task.name)
     check_loss(cfg.loss, cfg.task.name)
+    check_batch_fits(cfg.data, physical_memory())
+
+
+FLOAT32_RGB_BYTES = 3 * 4  # one pixel of a decoded, resized image as the pipeline holds it
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_batch_fits(data: DataConfig, memory: int) -> None:
+    """One batch of images alone larger than the machine's memory is refused before TensorFlow
+    loads: its pipeline would fail on every image, and tf.data drops failed images silently."""
+    height, width = data.image_size
+    needed = data.batch_size * height * width * FLOAT32_RGB_BYTES
+    check(
+        needed <= memory,
+        "data.image_size",
+        f"{list(data.image_size)} with data.batch_size={data.batch_size} needs "
+        f"{needed / 2**30:.1f} GiB for one batch of images alone, more than this machine's "
+        f"{memory / 2**30:.1f} GiB; use a smaller data.image_size or data.batch_size",
+    )

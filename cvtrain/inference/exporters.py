@@ -34,7 +34,6 @@ class Exportable:
     batches: tuple[np.ndarray, np.ndarray]
 
 
-
 def remove_scratch(out_dir: Path) -> None:
     """Scratch folders an export killed mid-way left in `out_dir` (only exporters make them)."""
     for path in out_dir.glob(f"{SCRATCH}*"):

@@ -134,6 +134,22 @@ class SaveResumeState(keras.callbacks.Callback):
             self.checkpoint.flush(self.model)
 
 
+class StopOnFailedSave(keras.callbacks.Callback):
+    """Stop at the first batch after the last epoch's state failed to save (a full disk, a
+    folder gone): no epoch is trained, logged or offered as best beyond the last one saved.
+    Goes first, so an epoch after a failed save ends before any logger records it."""
+
+    def __init__(self, saver: SaveResumeState):
+        super().__init__()
+        self.writes = saver.writes
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.writes.raise_if_failed()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.writes.wait()  # the save has had the whole epoch to finish
+
+
 class StopOnSignal(keras.callbacks.Callback):
     """Raise `Interrupted` at the first batch or epoch boundary after SIGINT/SIGTERM.
 

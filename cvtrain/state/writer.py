@@ -34,6 +34,11 @@ class BackgroundJobs:
             error, self._error = self._error, None
             raise error
 
+    def raise_if_failed(self) -> None:
+        """The error of a job that has ended, if it failed; never waits for one still running."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.wait()
+
     def _run(self, job: Callable[[], object]) -> None:
         try:
             job()

@@ -49,7 +49,6 @@ class Inputs:
         return self.cfg.trainer.steps_per_epoch
 
 
-
 def build_inputs(cfg: RunConfig, split: Split, run_dir: Path) -> Inputs:
     steps = cfg.trainer.steps_per_epoch or steps_per_epoch(len(split.train), cfg.data.batch_size)
     return Inputs(split, cfg, run_dir / rundir.CACHE, steps)

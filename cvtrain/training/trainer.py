@@ -12,7 +12,8 @@ import math
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from cvtrain.state.best_model import BestCheckpoint
 from cvtrain.state.keeper import (
     ResumableEarlyStopping,
     SaveResumeState,
+    StopOnFailedSave,
     StopOnNaN,
     StopOnSignal,
     restore,
@@ -82,6 +84,12 @@ def sample_batch(ds: tf.data.Dataset, count: int) -> tuple[np.ndarray, np.ndarra
     for x, y in ds.unbatch().take(count):
         images.append(x.numpy())
         targets.append(y.numpy())
+    if not images:  # the pipeline dropped every file it read (ignore_errors)
+        raise UserError(
+            "no validation image came through the input pipeline: every one failed to load "
+            "at this data.image_size (too large for memory?) or is unreadable; try "
+            "`mode=verify_data` and a smaller data.image_size"
+        )
     return np.stack(images), np.stack(targets)
 
 
@@ -120,24 +128,26 @@ def _train(
 ) -> TrainResult:
     """The steps of a training, writing into `run_dir`, resuming from `state_dir`."""
     precision = setup_runtime(cfg.trainer)
-    task = get_task(cfg.task.name)
-    inputs = build_inputs(cfg, split, run_dir)
-    weights = class_weights.resolve(cfg.loss, split.train)
-    model = build_and_compile(cfg, task, split, inputs.steps, strategy, weights)
-    log.info(
-        "model %s: %s parameters, precision %s, %d replicas, %d train / %d val samples",
-        model.name,
-        f"{model.count_params():,}",
-        precision,
-        strategy.num_replicas_in_sync,
-        len(split.train),
-        len(split.val),
-    )
-    manifest.write(run_dir / rundir.MANIFEST, cfg, split, precision, model.count_params(), weights)
-    checkpoint = continue_from(state, state_dir, run_dir, model, cfg, strategy)
-    callbacks = build_callbacks(cfg, task, inputs, run_dir, checkpoint, state, extra_callbacks)
-    fit(cfg, model, strategy, inputs, callbacks, state, precision, state_dir)
-    return finish(run_dir, model, task, split, checkpoint, callbacks)
+    with out_of_memory_is_one_line(cfg, precision):  # in the pipeline, the samples or fit
+        task = get_task(cfg.task.name)
+        inputs = build_inputs(cfg, split, run_dir)
+        weights = class_weights.resolve(cfg.loss, split.train)
+        model = build_and_compile(cfg, task, split, inputs.steps, strategy, weights)
+        log.info(
+            "model %s: %s parameters, precision %s, %d replicas, %d train / %d val samples",
+            model.name,
+            f"{model.count_params():,}",
+            precision,
+            strategy.num_replicas_in_sync,
+            len(split.train),
+            len(split.val),
+        )
+        params = model.count_params()
+        manifest.write(run_dir / rundir.MANIFEST, cfg, split, precision, params, weights)
+        checkpoint = continue_from(state, state_dir, run_dir, model, cfg, strategy)
+        callbacks = build_callbacks(cfg, task, inputs, run_dir, checkpoint, state, extra_callbacks)
+        fit(cfg, model, strategy, inputs, callbacks, state, state_dir)
+        return finish(run_dir, model, task, split, checkpoint, callbacks)
 
 
 def build_and_compile(
@@ -204,9 +214,10 @@ def build_callbacks(
     state: resume.ResumeState | None,
     extra: Sequence[keras.callbacks.Callback],
 ) -> Callbacks:
-    """Loggers first (they see each epoch as it ended), then the callbacks that may stop the
-    run, then the state save: a NaN epoch is never saved, and an epoch that ended is saved
-    before a signal stops the run (the loops add that stop last)."""
+    """The check that the last save worked first, then loggers (they see each epoch as it
+    ended), then the callbacks that may stop the run, then the state save: a NaN epoch is never
+    saved, and an epoch that ended is saved before a signal stops the run (the loops add that
+    stop last)."""
     samples = None  # a few fixed validation images for predictions.png (and TensorBoard)
     if cfg.trainer.prediction_images:
         samples = sample_batch(inputs.val, cfg.trainer.prediction_images)
@@ -235,7 +246,7 @@ def build_callbacks(
         StopOnNaN(checkpoint, cfg.optimizer.lr, resume.resume_command(run_dir)),
     ]
     saver = SaveResumeState(run_dir, checkpoint, early_stopping, fixed, state)  # best.keras too
-    ordered = [c for c in (*loggers, *stoppers, saver) if c is not None]
+    ordered = [c for c in (StopOnFailedSave(saver), *loggers, *stoppers, saver) if c is not None]
     return Callbacks(ordered, progress, saver, images, samples)
 
 
@@ -263,7 +274,6 @@ def fit(
     inputs: Inputs,
     callbacks: Callbacks,
     state: resume.ResumeState | None,
-    precision: str,
     state_dir: Path,
 ) -> None:
     """Run the chosen loop with signals trapped; turn the errors a user can act on into one
@@ -288,8 +298,6 @@ def fit(
                 trap=trap,
                 strategy=strategy,
             )
-        except tf.errors.ResourceExhaustedError:
-            raise UserError(out_of_memory_message(cfg, precision)) from None
         except tf.errors.UnavailableError:  # a peer's heartbeats stopped (killed, lost)
             raise UserError(lost_worker_message(state_dir)) from None
         finally:
@@ -309,6 +317,14 @@ def finish(
     result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir)
     write_reports(result, model, callbacks.samples, task, split.train.class_names, callbacks.images)
     return result
+
+
+@contextmanager
+def out_of_memory_is_one_line(cfg: RunConfig, precision: str) -> Iterator[None]:
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError:
+        raise UserError(out_of_memory_message(cfg, precision)) from None
 
 
 def out_of_memory_message(cfg: RunConfig, precision: str) -> str:
