@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cvtrain.metrics.evaluation import CLASS_IOU  # noqa: E402
@@ -25,14 +27,6 @@ def colorize(mask: np.ndarray) -> np.ndarray:
     """Class-id mask (HxW or HxWx1) -> HxWx3 uint8 image."""
     ids = np.asarray(mask).squeeze().astype(np.int64)
     return PALETTE[np.clip(ids, 0, None) % len(PALETTE)]
-
-
-def segmentation_panel(image: np.ndarray, truth: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """One row: input | true mask | predicted mask, as a single uint8 image."""
-    pred = np.argmax(probs, axis=-1)
-    return np.concatenate(
-        [np.clip(image, 0, 255).astype(np.uint8), colorize(truth), colorize(pred)], axis=1
-    )
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -112,12 +106,14 @@ def _label(ax: plt.Axes, title: str) -> None:
     ax.legend()
 
 
-def save_segmentation_predictions(
-    images: np.ndarray, truths: np.ndarray, probs: np.ndarray, path: Path
-) -> None:
-    """The chapter's figure: input, true mask and predicted mask for a few validation images."""
+def segmentation_predictions_figure(
+    images: np.ndarray, truths: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+) -> plt.Figure:
+    """The chapter's figure: input, true mask and predicted mask for a few validation images,
+    each column titled, a gap between panels (an all-background prediction never merges into
+    the truth beside it) and the class colours named in a legend."""
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n + 0.6), squeeze=False)
     for row, (image, truth, prob) in enumerate(zip(images, truths, probs)):
         panels = (image.astype(np.uint8), colorize(truth), colorize(np.argmax(prob, axis=-1)))
         for ax, panel, title in zip(axes[row], panels, ("input", "true mask", "predicted mask")):
@@ -125,8 +121,21 @@ def save_segmentation_predictions(
             ax.set_axis_off()
             if row == 0:
                 ax.set_title(title)
-    fig.tight_layout()
-    _save(fig, path)
+    colours = [PALETTE[i % len(PALETTE)] / 255 for i in range(len(class_names))]
+    handles = [Patch(facecolor=c, edgecolor="grey", label=n) for c, n in zip(colours, class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / (3 * n + 0.6), 1, 1), w_pad=1.5)
+    return fig
+
+
+def save_segmentation_predictions(
+    images: np.ndarray,
+    truths: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+) -> None:
+    _save(segmentation_predictions_figure(images, truths, probs, class_names), path)
 
 
 def save_classification_predictions(

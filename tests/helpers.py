@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -124,3 +125,10 @@ def untrained_run(run_dir: Path, *overrides: str, model=None) -> Path:
     (run_dir / rundir.CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     model.save(run_dir / rundir.CHECKPOINT)
     return run_dir
+
+
+def free_port() -> int:
+    """A port nothing listens on at 127.0.0.1 (for a server a test starts, or finds closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_picture, make_config, run_cli, tiny_classification
+from conftest import assert_picture, make_config, run_cli, tiny_classification, train_run
 from helpers import checkpoint_scores
 from PIL import Image
 
@@ -411,3 +411,26 @@ def test_cli_trains_a_classifier_that_beats_chance(tmp_path):
     events.Reload()
     assert "confusion_matrix" in events.Tags()["tensors"]
     assert len(events.Tensors("confusion_matrix")) == 6  # one image per epoch
+
+
+@pytest.mark.slow
+def test_small_data_recipe_trains_a_tiny_run_watched_for_validation_at_chance(
+    tmp_path, monkeypatch
+):
+    """experiment=small_data_classification composes over any data and trains; its epochs go
+    to the watch that says why validation sits at chance, with the recipe's BN momentum."""
+    from cvtrain import rundir
+    from cvtrain.training.callbacks import StuckAtChance
+
+    seen = []
+    monkeypatch.setattr(
+        StuckAtChance,
+        "on_epoch_end",
+        lambda self, epoch, logs=None: seen.append((self.bn_momentum, dict(logs))),
+    )
+    recipe = ["experiment=small_data_classification", "trainer.prediction_images=0"]
+    run_dir = train_run(tmp_path / "run", *tiny_classification(tmp_path / "shapes", *recipe))
+    metrics = rundir.read_json(run_dir / rundir.METRICS)
+    assert metrics["epochs_run"] == 1 and np.isfinite(metrics["best_val_loss"])
+    ((momentum, logs),) = seen
+    assert momentum == 0.9 and {"accuracy", "val_accuracy"} <= set(logs)

@@ -114,7 +114,7 @@ def test_misspelt_optional_group_fails_instead_of_being_skipped(tmp_path):
     assert proc.stderr.strip() == (
         "cvtrain: error: unknown experiment 'demo_segmentaton'; did you mean demo_segmentation? "
         "Choose one of: book_classification, book_segmentation, demo_classification, "
-        "demo_segmentation, small_data_segmentation"
+        "demo_segmentation, small_data_classification, small_data_segmentation"
     )
     assert "TF_NOT_IMPORTED" in proc.stdout and not run.exists()
 
@@ -161,7 +161,7 @@ def test_segmentation_run_writes_the_run_dir_contract(cli_seg_run):
         assert (run / name).stat().st_size > 0, name
     # loss, pixel_accuracy, mean_iou, IoU per class panels
     assert_picture(run / "curves.png", (1800, 340))
-    assert_picture(run / "predictions.png", (900, 600))  # 2 rows: input, truth, prediction
+    assert_picture(run / "predictions.png", (900, 660))  # 2 rows: input, truth, prediction; legend
     with open(run / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1]

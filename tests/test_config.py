@@ -158,3 +158,18 @@ def test_every_mode_the_schema_accepts_is_wired_in_the_cli():
             "overrides",
             "run_dir",
         ], name
+
+
+def test_small_data_classification_recipe_is_the_measured_one_on_any_data():
+    """README's table: the chapter's model with BN momentum 0.9, Adam 1e-3 cosine, 30 epochs."""
+    cfg = make_config("experiment=small_data_classification", "data=image_folder", "data.root=x")
+    assert cfg.task.name == "classification" and cfg.data.source == "image_folder"
+    assert (cfg.model.name, cfg.model.bn_momentum, cfg.model.dropout) == ("mini_xception", 0.9, 0.5)
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.schedule) == (
+        "adam",
+        1e-3,
+        "cosine",
+    )
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.trainer.epochs) == ([128, 128], 32, 30)
+    augment = cfg.data.augment
+    assert (augment.flip, augment.rotation, augment.zoom) == (True, 0.1, 0.2)

@@ -49,10 +49,15 @@ def test_segmentation_predictions_show_input_true_and_predicted_mask(figures, tm
     images = np.zeros((2, 8, 8, 3), np.float32)
     truths = np.zeros((2, 8, 8), np.int32)
     probs = np.full((2, 8, 8, 3), 1 / 3, np.float32)
-    plots.save_segmentation_predictions(images, truths, probs, tmp_path / "p.png")
+    names = ["pet", "background", "border"]
+    plots.save_segmentation_predictions(images, truths, probs, names, tmp_path / "p.png")
     (fig,) = figures
     titles = [ax.get_title() for ax in fig.axes[:3]]
     assert titles == ["input", "true mask", "predicted mask"] and len(fig.axes) == 6
+    (legend,) = fig.legends  # the class colours named
+    assert [t.get_text() for t in legend.get_texts()] == names
+    left, right = fig.axes[0].get_position(), fig.axes[1].get_position()
+    assert right.x0 - left.x1 > 0.01  # a gap between input and truth
 
 
 def test_classification_predictions_show_true_and_predicted_class_and_probability(

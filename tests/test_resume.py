@@ -78,7 +78,7 @@ def test_finished_run_extends_from_2_to_3_epochs_with_tensorboard_continued(pets
         {e.step for e in (events.Tensors(tag) if tag in events.Tags()["tensors"] else [])}
         | {e.step for e in (events.Scalars(tag) if tag in events.Tags()["scalars"] else [])}
     )
-    assert steps == [0, 1, 2]
+    assert steps == [1, 2, 3]  # epochs as the CLI counts them, continued across the resume
 
     # Running the finished command again trains nothing and keeps the history.
     train_in_process(pets_root, run_dir, "trainer.epochs=3", "trainer.prediction_images=0")

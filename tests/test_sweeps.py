@@ -6,15 +6,17 @@ import csv
 import json
 import math
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_cli, tiny_segmentation
-from helpers import run_probe
+from conftest import REPO, mlflow_overrides, run_cli, tiny_segmentation
+from helpers import free_port, run_probe
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from cvtrain.cli.main import config_dir
+from cvtrain.errors import UserError
 
 
 def read_summary(sweep_dir):
@@ -58,7 +60,7 @@ def test_grid_sweep_runs_every_job_and_summarises_them_by_val_loss(grid_sweep):
 
 
 @pytest.mark.slow
-def test_each_job_logs_its_hparams_and_best_metrics_to_tensorboard(grid_sweep):
+def test_each_job_logs_what_describes_it_and_its_best_epoch_to_tensorboard(grid_sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
     from tensorboard.util import tensor_util
@@ -68,18 +70,95 @@ def test_each_job_logs_its_hparams_and_best_metrics_to_tensorboard(grid_sweep):
     acc = EventAccumulator(str(job / "tensorboard"), size_guidance={"tensors": 0})
     acc.Reload()
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
-    hparams = metadata.parse_session_start_info_plugin_data(content).hparams
+    start = metadata.parse_session_start_info_plugin_data(content)
+    assert start.group_name == "sweep/3 optimizer.lr=0.003 model.dropout=0.2"
+    hparams = start.hparams
     assert hparams["optimizer.lr"].number_value == pytest.approx(3e-3)
     assert hparams["model.dropout"].number_value == pytest.approx(0.2)
-    assert hparams["trainer.epochs"].number_value == 1
-    assert hparams["model.name"].string_value == "seg_convnet"
-    assert hparams["data.augment.flip"].HasField("bool_value")
+    assert hparams["trainer.epochs"].number_value == 1  # set on the command line
+    assert hparams["model.name"].string_value == "seg_convnet"  # a key one
     assert hparams["data.image_size"].string_value == "[32, 32]"
+    assert "data.augment.flip" not in hparams and "trainer.port" not in hparams  # defaults
 
     metrics = json.loads((job / "metrics.json").read_text())
-    best = tensor_util.make_ndarray(acc.Tensors("best_val_loss")[-1].tensor_proto)
+    best = tensor_util.make_ndarray(acc.Tensors("at_best_epoch/val_loss")[-1].tensor_proto)
     assert float(best) == pytest.approx(metrics["best_val_loss"], rel=1e-5)
-    assert "best_val_mean_iou" in acc.Tags()["tensors"]
+    assert acc.Tensors("at_best_epoch/val_mean_iou")[-1].step == 1  # epochs from 1, as the CLI
+
+
+# TensorBoard's runs for a sweep of 4 jobs: each job's hparams session and its two loggers
+RUNS = {f"{job}/tensorboard{part}" for job in "0123" for part in ("", "/train", "/validation")}
+
+
+# What TensorBoard's HParams table asks for (the sessions of every status, the first 100)
+SESSION_GROUPS = {
+    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+    "sliceSize": 100,
+}
+
+
+def post_json(url: str, body: dict) -> dict:
+    import urllib.request
+
+    data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_sweep_as_a_user_reads_it(grid_sweep):
+    """What the browser reads from TensorBoard's HTTP API for `tensorboard --logdir <sweep>`."""
+    import subprocess
+    import sys
+    import time
+    import urllib.parse
+    import urllib.request
+
+    sweep, _, _ = grid_sweep
+    port = free_port()
+    board = subprocess.Popen(
+        [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(sweep)]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline, tags, groups = time.monotonic() + 120, {}, {}
+        while True:  # TensorBoard answers before it has read the logdir: wait for the runs
+            assert board.poll() is None, board.stderr.read()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{url}/scalars/tags", timeout=5) as answer:
+                    tags = json.load(answer)
+                groups = post_json(f"{url}/hparams/session_groups", SESSION_GROUPS)
+                if set(tags) == RUNS and len(groups.get("sessionGroups", [])) == 4:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"TensorBoard showed {set(tags)}, {groups}"
+            time.sleep(1)
+        experiment = post_json(f"{url}/hparams/experiment", {"includeMetrics": True})
+        query = urllib.parse.urlencode({"run": "0/tensorboard/validation", "tag": "epoch_loss"})
+        with urllib.request.urlopen(f"{url}/scalars/scalars?{query}", timeout=30) as answer:
+            points = json.load(answer)
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
+
+    names = sorted(g["name"] for g in groups["sessionGroups"])
+    assert names == [
+        f"sweep/{job} optimizer.lr={lr} model.dropout={d}"
+        for job, (lr, d) in enumerate((lr, d) for lr in ("0.001", "0.003") for d in ("0", "0.2"))
+    ]
+    columns = [h["name"] for h in experiment["hparamInfos"]]
+    assert columns[:2] == ["model.dropout", "optimizer.lr"]  # the ones that differ come first
+    assert len(columns) <= 15 and "data.images_dir" not in columns
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"at_best_epoch/val_loss", "at_best_epoch/val_mean_iou"} <= metrics
+    assert "at_best_epoch/val_loss" in tags["0/tensorboard"]
+    assert [step for _, step, _ in points] == [1]  # epoch 1 of 1, as the CLI counts it
 
 
 @pytest.mark.slow
@@ -138,6 +217,8 @@ def test_optuna_sweep_minimises_val_loss_in_a_resumable_sqlite_study(pets_root, 
     assert [t.number for t in trials] == list(range(3))
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert [t.value for t in trials[:2]] == first  # kept as they were
+    # a resumed study explores anew: its seeded sampler does not replay the first trials
+    assert trials[2].params not in [t.params for t in trials[:2]]
     new = sorted(float(r["best_val_loss"]) for r in read_summary(tmp_path / "sweep2"))
     assert len(new) == 1 and sorted(t.value for t in trials[2:]) == pytest.approx(new, abs=1e-4)
 
@@ -171,6 +252,84 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(pets_root
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert math.isfinite(results["best_value"]) and results["best_params"]["optimizer.lr"] > 0
     assert "Sweep finished: 2 of 4 jobs completed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_is_recorded_as_pruned_and_its_run_dir_stays_valid(pets_root, tmp_path):
+    """Seeded grid order (Optuna's grid sampler, seed 3): bad, good, good, then bad, whose
+    best val_loss after epoch 1 trails the median of the three before it at that epoch."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from cvtrain.sweeps.job import open_storage
+
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.sampler.seed=3",
+        "hydra.sweeper.pruner=median",
+        *tiny_segmentation(pets_root, "trainer.epochs=3", "trainer.prediction_images=0"),
+        *mlflow_overrides(tmp_path),
+        "optimizer.lr=choice(3e-3,1e-7)",
+        "trainer.seed=choice(1,2)",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["run"]: r for r in read_summary(sweep)}
+    assert [rows[job]["status"] for job in "0123"] == ["completed"] * 3 + ["pruned"]
+    assert "Sweep finished: 3 of 4 jobs completed, 1 pruned" in proc.stdout
+    pruned = sweep / "3"
+    assert "optimizer.lr=1e-07" in job_overrides(pruned)
+    metrics = json.loads((pruned / "metrics.json").read_text())
+    assert metrics["pruned_at_epoch"] == metrics["epochs_run"] < 3  # it stopped early
+    assert (pruned / "checkpoints" / "best.keras").is_file()  # valid: best of the epochs it ran
+    assert metrics["best_val_loss"] == pytest.approx(float(rows["3"]["best_val_loss"]), abs=1e-4)
+
+    journal = open_storage(str(sweep / "optuna_study.log"))  # a sweep given no storage
+    study = optuna.load_study(study_name="cvtrain", storage=journal)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 + ["PRUNED"]
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("cvtrain").experiment_id])
+    jobs = {Path(r.data.tags["cvtrain.run_dir"]).name: r for r in runs if r.data.params}
+    assert {job: r.data.tags["cvtrain.status"] for job, r in jobs.items()} == {
+        "0": "completed",
+        "1": "completed",
+        "2": "completed",
+        "3": "pruned",
+    }
+
+
+def test_the_search_space_reads_hydras_sweep_syntax():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from cvtrain.sweeps.search_space import grid, parse
+
+    searched, fixed = parse(
+        [
+            "optimizer.lr=tag(log, interval(1e-4, 1e-2))",
+            "model.dropout=interval(0.0, 0.3)",
+            "data.batch_size=choice(16, 32, 64)",
+            "model.width=0.5",
+            "trainer.epochs=range(2, 8, 2)",
+            "model.dropout=0.1",  # a later value for the same key wins, as in Hydra
+        ]
+    )
+    assert searched == {
+        "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "data.batch_size": CategoricalDistribution([16, 32, 64]),
+        "trainer.epochs": IntDistribution(2, 6, step=2),  # range's stop is left out
+    }
+    assert fixed == {"model.width": "0.5", "model.dropout": "0.1"}
+    assert grid({k: searched[k] for k in ("data.batch_size", "trainer.epochs")}) == {
+        "data.batch_size": [16, 32, 64],
+        "trainer.epochs": [2, 4, 6],
+    }
+    with pytest.raises(UserError, match="optimizer.lr is an interval; the grid sampler needs"):
+        grid(searched)
 
 
 def test_a_failed_trial_scores_inf_with_its_traceback_and_takes_gpu_memory_as_needed(

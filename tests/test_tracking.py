@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 import pytest
 from conftest import make_config, mlflow_overrides, run_cli, tiny_segmentation, train_run
+from helpers import free_port
 
 from cvtrain.errors import ConfigError, UserError
 
@@ -101,15 +101,9 @@ def test_sweep_jobs_nest_under_one_parent_run(grid_sweep):
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_unreachable_server_is_a_one_line_error(tmp_path, pets_root):
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     result = run_cli(
         *tiny_segmentation(pets_root, "tracking=mlflow", f"tracking.uri={uri}"),
         f"hydra.run.dir={tmp_path / 'run'}",
@@ -129,3 +123,42 @@ def test_unsupported_uri_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"tracking.uri=bogus://nowhere: MLflow failed: .*URI") as e:
         mlflow_run.start(cfg, tmp_path)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_starts_from_the_projects_venv_on_the_store_cvtrain_wrote(grid_sweep):
+    """`mlflow ui` needs SQLAlchemy 2, as the Optuna sweeper's storage now does: one venv."""
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    _, _, store = grid_sweep
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    ui = subprocess.Popen(
+        [str(mlflow), "ui", "--backend-store-uri", f"sqlite:///{store}/mlflow.db"]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    search = f"{url}/ajax-api/2.0/mlflow/experiments/search?max_results=10"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert ui.poll() is None, ui.stderr.read()[-3000:]
+            try:
+                with urllib.request.urlopen(search, timeout=5) as answer:
+                    status, body = answer.status, json.load(answer)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow ui did not answer in 120 s"
+                time.sleep(0.5)
+        with urllib.request.urlopen(url, timeout=5) as page:
+            assert page.status == 200
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+    assert status == 200
+    assert "cvtrain" in {e["name"] for e in body["experiments"]}

@@ -177,3 +177,28 @@ def test_a_pipeline_that_drops_every_validation_image_says_so():
     dropped = tf.data.Dataset.from_tensor_slices((images, tf.zeros([4]))).filter(lambda x, y: False)
     with pytest.raises(UserError, match="no validation image came through the input pipeline"):
         sample_batch(dropped.batch(2), 2)
+
+
+def test_validation_stuck_at_chance_says_why_and_what_to_set(caplog):
+    """The chapter's mini_xception on a few hundred photos: validation accuracy 0.500 for epochs
+    while training accuracy climbs (BatchNorm statistics lag); the log says so, once."""
+    from cvtrain.data.index import FileIndex
+    from cvtrain.tasks import get_task
+
+    val = FileIndex("classification", ("a", "b", "c", "d"), (0, 1, 1, 0), ("cat", "dog"))
+    (watch,) = get_task("classification").watchers(val, bn_momentum=0.99)
+    epochs = [(0.55, 0.50), (0.62, 0.50), (0.70, 0.51), (0.75, 0.50), (0.80, 0.50)]
+    with caplog.at_level("WARNING"):
+        for epoch, (train, val_accuracy) in enumerate(epochs):
+            watch.on_epoch_end(epoch, {"accuracy": train, "val_accuracy": val_accuracy})
+    (record,) = [r for r in caplog.records if "chance" in r.getMessage()]
+    message = record.getMessage()
+    assert "for 3 epochs while training accuracy reached 0.750" in message
+    assert "model.bn_momentum=0.9 (now 0.99)" in message
+
+    caplog.clear()
+    (healthy,) = get_task("classification").watchers(val, bn_momentum=0.99)
+    for epoch, train in enumerate((0.55, 0.62, 0.70, 0.75)):
+        healthy.on_epoch_end(epoch, {"accuracy": train, "val_accuracy": train - 0.05})
+    assert not [r for r in caplog.records if "chance" in r.getMessage()]
+    assert get_task("segmentation").watchers(val, bn_momentum=0.99) == []

@@ -35,7 +35,9 @@ from cvtrain.console import console, err_console
 from cvtrain.errors import ConfigError, UserError
 from cvtrain.modes import MODES
 from cvtrain.paths import config_dir
+from cvtrain.rundir.sweep import run_trial
 from cvtrain.state.resume import expand_resume_arg, resume_command
+from cvtrain.sweeps.job import mark_swept
 from cvtrain.training.cluster import worker_rank
 from cvtrain.training.interrupt import Interrupted, StopNow
 
@@ -165,11 +167,7 @@ def task(raw: DictConfig) -> float | None:
     (joblib, submitit) send it by reference instead of by value with its globals."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            from cvtrain.rundir.sweep import (
-                run_trial,  # a failed job is recorded; the sweep goes on
-            )
-
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # a failed job is recorded; it goes on
             return run_trial(lambda: dispatch(raw, run_dir), run_dir)
         return dispatch(raw, run_dir)
     except UserError as exc:
@@ -185,6 +183,18 @@ def task(raw: DictConfig) -> float | None:
 
 
 hydra_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(task)
+
+
+MULTIRUN = {"-m", "--multirun"}
+
+
+def register_sweeper() -> None:
+    """Hydra finds plugins by scanning the installed `hydra_plugins` namespace, where an
+    editable install (`make install`) does not show cvtrain's sweeper: register it by hand."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.cvtrain_sweeper.optuna_sweeper import OptunaSweeper
+
+    Plugins.instance().register(OptunaSweeper)
 
 
 def given(argv: list[str], key: str) -> str | None:
@@ -207,7 +217,7 @@ def needs_no_run_dir(argv: list[str]) -> bool:
     mode = MODES.get(given(argv, "mode") or "")
     if mode is None or not mode.reads_run or given(argv, "hydra.run.dir") is not None:
         return False
-    if {"-m", "--multirun"} & set(argv):
+    if MULTIRUN & set(argv):
         return False
     ensemble = (given(argv, "run") or "").startswith("[") and not mode.one_run
     return not ensemble or given(argv, "output") is not None
@@ -273,6 +283,9 @@ def main() -> None:
                 help_page.render(sys.argv[1:]), markup=False, highlight=False, soft_wrap=True
             )
             return
+        if MULTIRUN & set(sys.argv[1:]):
+            register_sweeper()
+            mark_swept(sys.argv[1:])
         with saved_config_kept(sys.argv[1:]), hydra_args(sys.argv[1:]) as args:
             sys.argv[1:] = args
             hydra_main()

@@ -19,7 +19,7 @@ from cvtrain import rundir
 from cvtrain.console import console
 from cvtrain.errors import ConfigError
 
-COMPLETED, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
+COMPLETED, PRUNED, FAILED, INCOMPLETE = "completed", "pruned", "failed", "incomplete"
 
 
 @dataclass
@@ -34,8 +34,8 @@ class Run:
 
     @property
     def sort_key(self) -> tuple[int, float, str]:
-        """Completed runs by best val_loss first, then failed, then unfinished ones."""
-        rank = {COMPLETED: 0, FAILED: 1}.get(self.status, 2)
+        """Completed runs by best val_loss first, then pruned, failed, unfinished ones."""
+        rank = {COMPLETED: 0, PRUNED: 1, FAILED: 2}.get(self.status, 3)
         loss = self.best_val_loss if self.best_val_loss is not None else math.inf
         return rank, loss, str(self.path)
 
@@ -61,6 +61,8 @@ def read_run(path: Path) -> Run:
             run.status = COMPLETED if run.best_val_loss is not None else FAILED
             if run.status == FAILED:
                 run.error = "val_loss was never finite (NaN or inf loss)"
+            elif metrics.get("pruned_at_epoch"):
+                run.status = PRUNED
     return run
 
 
@@ -123,7 +125,7 @@ def table(runs: list[Run], root: Path, title: str) -> Table:
         else:
             numeric = key.startswith(("best_", "val_"))
             t.add_column(key, justify="right" if numeric else "left", no_wrap=key == "status")
-    styles = {COMPLETED: "green", FAILED: "red", INCOMPLETE: "yellow"}
+    styles = {COMPLETED: "green", PRUNED: "blue", FAILED: "red", INCOMPLETE: "yellow"}
     for row, run in zip(data, runs):
         cells = {k: escape(row[k]) for k in shown}
         cells["status"] = f"[{styles[run.status]}]{run.status}[/]"

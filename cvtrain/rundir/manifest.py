@@ -94,10 +94,14 @@ def dataset_fingerprint(split: Split) -> dict:
     }
 
 
+def job_overrides() -> list[str]:
+    """This run's own overrides (a sweep job's, not the sweep's command line)."""
+    return list(HydraConfig.get().overrides.task if HydraConfig.initialized() else sys.argv[1:])
+
+
 def command() -> str:
-    """The command that repeats this run: a sweep job's own overrides, not the sweep's."""
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else sys.argv[1:]
-    return shlex.join(["cvtrain", *overrides])
+    """The command that repeats this run."""
+    return shlex.join(["cvtrain", *job_overrides()])
 
 
 def write(

@@ -66,7 +66,9 @@ def summarize(sweep_dir: Path) -> list[compare.Run]:
         return jobs
     csv_path, md_path = compare.write_summary(jobs, sweep_dir)
     done = sum(j.status == compare.COMPLETED for j in jobs)
-    title = f"Sweep finished: {done} of {len(jobs)} jobs completed, best val_loss first"
+    pruned = sum(j.status == compare.PRUNED for j in jobs)
+    also = f", {pruned} pruned" if pruned else ""
+    title = f"Sweep finished: {done} of {len(jobs)} jobs completed{also}, best val_loss first"
     console.print(compare.table(jobs, sweep_dir, title))
     console.print(f"summary: {csv_path}, {md_path}\ntensorboard --logdir {sweep_dir}")
     return jobs

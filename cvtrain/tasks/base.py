@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from cvtrain.config.schema import LossConfig, RunConfig
+    from cvtrain.data.index import FileIndex
 
 # (input file, HxWx3 uint8 image at its own size, class probabilities) per predicted image
 Prediction = tuple[Path, np.ndarray, np.ndarray]
@@ -90,6 +91,11 @@ class Task(ABC):
         log_dir: Path,
     ) -> keras.callbacks.Callback | None:
         """The callback that logs images to TensorBoard after each epoch, if any."""
+
+    def watchers(self, val: FileIndex, bn_momentum: float) -> list[keras.callbacks.Callback]:
+        """Callbacks that watch the epochs for a known trouble and say in the log what to set
+        (none by default). `val`: the validation split; `bn_momentum`: model.bn_momentum."""
+        return []
 
     @abstractmethod
     def write_reports(

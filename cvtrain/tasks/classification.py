@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 from rich.table import Table
 
 from cvtrain import plots, rundir
@@ -12,7 +13,7 @@ from cvtrain.console import console
 from cvtrain.metrics.evaluation import LabelScorer
 from cvtrain.tasks.base import Task, class_probabilities, classifier_units
 from cvtrain.tasks.specs import CLASSIFICATION
-from cvtrain.training.callbacks import ConfusionMatrixImages
+from cvtrain.training.callbacks import ConfusionMatrixImages, StuckAtChance
 
 CSV = "predictions.csv"  # mode=predict's table in its output dir
 
@@ -37,6 +38,11 @@ class Classification(Task):
 
     def epoch_callback(self, samples, val_ds, class_names, log_dir):
         return ConfusionMatrixImages(val_ds, list(class_names), log_dir)
+
+    def watchers(self, val, bn_momentum):
+        """Validation accuracy stuck at chance while training accuracy climbs: say why."""
+        counts = np.bincount(np.asarray(val.targets, np.int64), minlength=val.num_classes)
+        return [StuckAtChance(counts.max() / max(1, counts.sum()), bn_momentum)]
 
     def write_reports(self, run_dir, model, samples, class_names, callback):
         if samples is not None:

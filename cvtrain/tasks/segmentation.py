@@ -31,13 +31,14 @@ class Segmentation(Task):
         return build_loss(loss, class_weights), pixel_metrics(class_names)
 
     def epoch_callback(self, samples, val_ds, class_names, log_dir):
-        return None if samples is None else PredictionImages(*samples, log_dir=log_dir)
+        return None if samples is None else PredictionImages(*samples, class_names, log_dir)
 
     def write_reports(self, run_dir, model, samples, class_names, callback):
         if samples is not None:
             images, truths = samples
             probs = model.predict(images, verbose=0)
-            plots.save_segmentation_predictions(images, truths, probs, run_dir / rundir.PREDICTIONS)
+            path = run_dir / rundir.PREDICTIONS
+            plots.save_segmentation_predictions(images, truths, probs, class_names, path)
 
     def scorer(self, num_classes):
         return PixelScorer(num_classes)

@@ -26,7 +26,7 @@ from hydra.types import RunMode
 from cvtrain import rundir
 from cvtrain.config.schema import RunConfig, TrackingConfig
 from cvtrain.errors import UserError
-from cvtrain.rundir import manifest
+from cvtrain.rundir import compare, manifest
 from cvtrain.tracking.hparams import run_hparams
 from cvtrain.training.interrupt import Interrupted
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RUN_DIR_TAG = "cvtrain.run_dir"
 SWEEP_DIR_TAG = "cvtrain.sweep_dir"
+STATUS_TAG = "cvtrain.status"
 ROLE_TAG = "cvtrain.role"  # "sweep" on the parent run of a multirun
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests the run under it
 COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own: the UI shows it with the run
@@ -126,6 +127,8 @@ class MlflowTracker(keras.callbacks.Callback):
             for path, folder in ARTIFACTS:
                 if (run_dir / path).is_file():
                     self.client.log_artifact(self.run_id, str(run_dir / path), folder)
+            # completed or pruned (a sweep's pruner stopped it), as summary.csv says
+            self.client.set_tag(self.run_id, STATUS_TAG, compare.read_run(run_dir).status)
         self.client.set_terminated(self.run_id, status)
         if self.parent_id:  # the sweep's run ends with its last job
             self.client.set_terminated(self.parent_id)

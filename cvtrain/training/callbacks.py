@@ -1,11 +1,14 @@
-"""Keras callbacks: rich progress, TensorBoard epoch scalars, prediction and confusion images."""
+"""Keras callbacks: rich progress, TensorBoard epoch scalars, prediction and confusion images, and
+the report of each epoch to a sweep's Optuna trial."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -21,9 +24,16 @@ from rich.progress import (
 
 from cvtrain.console import console
 from cvtrain.metrics.evaluation import confusion
-from cvtrain.plots import confusion_matrix_figure, figure_image, segmentation_panel
+from cvtrain.plots import (
+    confusion_matrix_figure,
+    figure_image,
+    segmentation_predictions_figure,
+)
 from cvtrain.tasks.base import class_probabilities
 from cvtrain.tracking.tensorboard_events import EventWriter
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +142,7 @@ class EpochScalars(keras.callbacks.Callback):
             part = "validation" if name.startswith("val_") else "train"
             parts[part][f"epoch_{name.removeprefix('val_')}"] = value
         for part, writer in self.writers.items():
-            writer.scalars(parts[part], epoch)
+            writer.scalars(parts[part], epoch + 1)  # epochs as the CLI counts them
 
     def on_train_end(self, logs=None):
         for writer in self.writers.values():
@@ -140,20 +150,21 @@ class EpochScalars(keras.callbacks.Callback):
 
 
 class PredictionImages(keras.callbacks.Callback):
-    """Log input | truth | prediction for a few fixed validation images to TensorBoard."""
+    """Log input | truth | prediction for a few fixed validation images to TensorBoard, as
+    predictions.png draws them (columns titled, class colours named)."""
 
-    def __init__(self, images: np.ndarray, truths: np.ndarray, log_dir: Path):
+    def __init__(
+        self, images: np.ndarray, truths: np.ndarray, class_names: Sequence[str], log_dir: Path
+    ):
         super().__init__()
-        self.images, self.truths = images, truths
+        self.images, self.truths, self.class_names = images, truths, class_names
         self.writer = tf.summary.create_file_writer(str(log_dir))
 
     def on_epoch_end(self, epoch, logs=None):
         probs = self.model.predict_on_batch(self.images)  # predict() costs ~0.1 s more a call
-        panels = np.stack(
-            [segmentation_panel(i, t, p) for i, t, p in zip(self.images, self.truths, probs)]
-        )
+        figure = segmentation_predictions_figure(self.images, self.truths, probs, self.class_names)
         with self.writer.as_default():
-            tf.summary.image("predictions", panels, step=epoch, max_outputs=len(panels))
+            tf.summary.image("predictions", figure_image(figure)[None], step=epoch + 1)
         self.writer.flush()
 
     def on_train_end(self, logs=None):
@@ -179,8 +190,75 @@ class ConfusionMatrixImages(keras.callbacks.Callback):
             self.matrix += confusion(labels.numpy(), probs.argmax(-1), len(self.class_names))
         image = figure_image(confusion_matrix_figure(self.matrix, self.class_names))
         with self.writer.as_default():
-            tf.summary.image("confusion_matrix", image[None], step=epoch)
+            tf.summary.image("confusion_matrix", image[None], step=epoch + 1)
         self.writer.flush()
 
     def on_train_end(self, logs=None):
         self.writer.close()
+
+
+class StuckAtChance(keras.callbacks.Callback):
+    """Says once, in the log, why validation accuracy sits at chance while training accuracy
+    climbs, and what to set. In a run of a few hundred steps the BatchNormalization moving
+    statistics (momentum 0.99 averages ~100 steps) lag far behind the weights, so the model in
+    inference mode predicts one class for every image; a lower model.bn_momentum keeps up."""
+
+    EPOCHS = 3  # at chance this many epochs in a row before it says so
+    MARGIN = 0.02  # "at chance": validation accuracy within this of the largest class's share
+    CLIMB = 0.1  # while training accuracy is at least this far above it
+
+    def __init__(self, chance: float, bn_momentum: float):
+        super().__init__()
+        self.chance, self.bn_momentum = chance, bn_momentum
+        self.stuck, self.said = 0, False
+
+    def on_epoch_end(self, epoch, logs=None):
+        val, train = (logs or {}).get("val_accuracy"), (logs or {}).get("accuracy")
+        if val is None or train is None:
+            return
+        at_chance = val <= self.chance + self.MARGIN and train >= self.chance + self.CLIMB
+        self.stuck = self.stuck + 1 if at_chance else 0
+        if self.stuck < self.EPOCHS or self.said:
+            return
+        self.said = True
+        fix = (
+            f"set model.bn_momentum=0.9 (now {self.bn_momentum:g}) or use "
+            "experiment=small_data_classification"
+            if self.bn_momentum > 0.9
+            else "lower optimizer.lr or train longer"
+        )
+        log.warning(
+            "validation accuracy has sat at chance (%.3f; the largest class is %.3f of the "
+            "images) for %d epochs while training accuracy reached %.3f: the "
+            "BatchNormalization statistics lag behind the weights in a short run, so the model "
+            "predicts one class; %s",
+            val,
+            self.chance,
+            self.stuck,
+            train,
+            fix,
+        )
+
+
+class ReportToTrial(keras.callbacks.Callback):
+    """After each epoch: the run's best val_loss so far to the trial (the sweep's objective, so
+    a noisy epoch does not prune a good run), then stop if the pruner says so. The epoch is
+    saved as any other: a pruned job's run dir holds best.keras of the epochs it ran."""
+
+    def __init__(self, trial: optuna.trial.Trial):
+        super().__init__()
+        self.trial = trial
+        self.best = math.inf
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and math.isfinite(loss):
+            self.best = min(self.best, float(loss))
+        if not math.isfinite(self.best):
+            return
+        self.trial.report(self.best, step=epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+            log.info("pruned after epoch %d: best val_loss %.4f", epoch + 1, self.best)

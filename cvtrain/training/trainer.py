@@ -38,12 +38,13 @@ from cvtrain.state.keeper import (
     StopOnSignal,
     restore,
 )
+from cvtrain.sweeps.job import swept_keys, trial_of_this_job
 from cvtrain.tasks import get_task
 from cvtrain.tasks.base import Task
 from cvtrain.tracking import mlflow_run
-from cvtrain.tracking.hparams import HParams, run_hparams
+from cvtrain.tracking.hparams import HParams, session_hparams, session_name
 from cvtrain.training import custom_loop
-from cvtrain.training.callbacks import EpochScalars, RichProgress
+from cvtrain.training.callbacks import EpochScalars, ReportToTrial, RichProgress
 from cvtrain.training.distribute import check_same_epoch, is_chief, make_strategy
 from cvtrain.training.inputs import Inputs, build_inputs
 from cvtrain.training.interrupt import trap_signals
@@ -58,6 +59,7 @@ class TrainResult:
     best_epoch: int | None
     history: dict[str, list[float]]
     run_dir: Path
+    pruned_at_epoch: int | None = None  # a sweep's pruner stopped it after this epoch
 
 
 def resolve_precision(precision: str, has_gpu: bool) -> str:
@@ -203,6 +205,7 @@ class Callbacks:
     saver: SaveResumeState
     images: keras.callbacks.Callback | None  # the task's per-epoch pictures
     samples: tuple[np.ndarray, np.ndarray] | None  # the validation images they show
+    pruner: ReportToTrial | None  # in a sweep that prunes
 
 
 def build_callbacks(
@@ -233,21 +236,34 @@ def build_callbacks(
     progress = RichProgress(cfg.trainer.epochs, inputs.steps)
     labels = inputs.split.train
     fixed = resume.fixed_settings(cfg, labels.class_names, labels.mask_values)
+    trial = trial_of_this_job()
+    pruner = ReportToTrial(trial) if trial else None
     loggers = [
         progress,
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
         EpochScalars(run_dir / rundir.TENSORBOARD),
-        HParams(run_dir / rundir.TENSORBOARD, run_hparams(cfg), trial_id=str(run_dir)),
+        hparams_logger(cfg, run_dir, checkpoint, pruner),
         *extra,
         images,
+        *task.watchers(inputs.split.val, cfg.model.bn_momentum),
     ]
     stoppers = [
         early_stopping,
         StopOnNaN(checkpoint, cfg.optimizer.lr, resume.resume_command(run_dir)),
+        pruner,
     ]
     saver = SaveResumeState(run_dir, checkpoint, early_stopping, fixed, state)  # best.keras too
     ordered = [c for c in (StopOnFailedSave(saver), *loggers, *stoppers, saver) if c is not None]
-    return Callbacks(ordered, progress, saver, images, samples)
+    return Callbacks(ordered, progress, saver, images, samples, pruner)
+
+
+def hparams_logger(
+    cfg: RunConfig, run_dir: Path, checkpoint: BestCheckpoint, pruner: ReportToTrial | None
+) -> HParams:
+    overrides, swept = manifest.job_overrides(), swept_keys()
+    hparams = session_hparams(cfg, overrides, swept)
+    name = session_name(run_dir, overrides, swept)
+    return HParams(run_dir / rundir.TENSORBOARD, hparams, name, checkpoint.best, pruner)
 
 
 def keras_fit(model, inputs: Inputs, *, epochs, initial_epoch, callbacks, trap, strategy) -> None:
@@ -314,7 +330,8 @@ def finish(
     callbacks: Callbacks,
 ) -> TrainResult:
     history = read_history(run_dir / rundir.HISTORY)  # every epoch, not just this process's
-    result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir)
+    pruned_at = callbacks.pruner.pruned_at if callbacks.pruner else None
+    result = TrainResult(checkpoint.best, checkpoint.best_epoch, history, run_dir, pruned_at)
     write_reports(result, model, callbacks.samples, task, split.train.class_names, callbacks.images)
     return result
 
@@ -361,6 +378,7 @@ def write_reports(
         "best_epoch": best,
         "best_val_loss": result.best_val_loss if math.isfinite(result.best_val_loss) else None,
         "epochs_run": len(history.get("loss", [])),
+        "pruned_at_epoch": result.pruned_at_epoch,
         "best": {k: v[best - 1] for k, v in history.items()} if best else {},
         "final": {k: v[-1] for k, v in history.items()},
     }
