@@ -182,7 +182,8 @@ def resume_command(run_dir: Path) -> str:
     return f"cvtrain resume={shlex.quote(str(run_dir))}"
 
 
-def _key(override: str) -> str | None:
+def override_key(override: str) -> str | None:
+    """The key an override sets (`+model.width=0.5` -> model.width); None for a flag."""
     if "=" not in override or override.startswith("-"):
         return None
     return override.split("=", 1)[0].lstrip("+~")
@@ -206,7 +207,7 @@ def expand_resume_arg(argv: list[str]) -> list[str]:
             "pass the folder a run printed as its run dir"
         )
     rest = [a for a in argv if not a.startswith("resume=")]
-    new_keys = {_key(a) for a in rest}
+    new_keys = {override_key(a) for a in rest}
     saved = [str(o) for o in OmegaConf.load(saved_path)]
-    kept = [o for o in saved if _key(o) not in new_keys]
+    kept = [o for o in saved if override_key(o) not in new_keys]
     return [*kept, *rest, f"hydra.run.dir={_quote(str(run_dir))}"]

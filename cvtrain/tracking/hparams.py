@@ -18,6 +18,7 @@ import keras
 from tensorboard.plugins.hparams import api as hp
 
 from cvtrain.config.schema import RunConfig, to_dict
+from cvtrain.state.resume import override_key
 from cvtrain.tracking.tensorboard_events import EventWriter
 
 if TYPE_CHECKING:
@@ -60,10 +61,10 @@ def run_hparams(cfg: RunConfig) -> dict[str, HParamValue]:
     return flatten({k: tree[k] for k in SECTIONS})
 
 
-def override_key(override: str, known: Collection[str]) -> str | None:
+def setting_of(override: str, known: Collection[str]) -> str | None:
     """The setting an override sets: `optimizer.lr=0.01` -> optimizer.lr, a group choice
     `model=unet` -> model.name; None for anything else (hydra.*, experiment=)."""
-    key = override.split("=", 1)[0].lstrip("+~")
+    key = override_key(override)
     return next((k for k in (key, f"{key}.name") if k in known), None)
 
 
@@ -73,14 +74,14 @@ def session_hparams(
     """What describes this run in the HParams table: the keys its sweep varies, what its
     command line set, then KEY_HPARAMS; not the dozens of defaults every run shares."""
     flat = run_hparams(cfg)
-    keys = [*swept, *(override_key(o, flat) for o in overrides), *KEY_HPARAMS]
+    keys = [*swept, *(setting_of(o, flat) for o in overrides), *KEY_HPARAMS]
     return {k: flat[k] for k in dict.fromkeys(keys) if k in flat}
 
 
 def session_name(run_dir: Path, overrides: Sequence[str], swept: Sequence[str]) -> str:
     """Short and telling: `<time>/<job> optimizer.lr=0.003` for a sweep job (what it changed),
     `<date>/<time>` for a run."""
-    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    changed = [o for o in overrides if override_key(o) in swept]
     return " ".join([f"{run_dir.parent.name}/{run_dir.name}", *changed])
 
 
