@@ -117,3 +117,16 @@ def test_first_signal_is_recorded_a_second_ctrl_c_raises_and_handlers_are_restor
         signal.raise_signal(signal.SIGINT)
         pytest.fail("a second Ctrl-C did not stop at once")
     assert {s: signal.getsignal(s) for s in SIGNALS} == before
+
+
+def test_a_ctrl_c_python_dropped_while_starting_still_stops_training():
+    """Raised inside a weakref callback (an import lock's), Python prints "Exception ignored"
+    and drops the KeyboardInterrupt; training's trap starts from it, so the run still stops."""
+    from cvtrain.training import interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupt.on_startup_sigint(signal.SIGINT, None)
+    with interrupt.trap_signals() as trap:
+        assert trap.signum == signal.SIGINT  # stops at the first batch
+    with interrupt.trap_signals() as trap:
+        assert trap.signum is None  # used once

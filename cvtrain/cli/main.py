@@ -39,7 +39,7 @@ from cvtrain.rundir.sweep import run_trial
 from cvtrain.state.resume import expand_resume_arg, resume_command
 from cvtrain.sweeps.job import mark_swept
 from cvtrain.training.cluster import worker_rank
-from cvtrain.training.interrupt import Interrupted, StopNow
+from cvtrain.training.interrupt import Interrupted, StopNow, on_startup_sigint
 
 log = logging.getLogger("cvtrain")
 
@@ -270,6 +270,7 @@ def worker_overrides() -> list[str]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, on_startup_sigint)
     tf_logging.configure()
     tf_logging.quiet_tensorflow_import()
     # Let composition errors reach us as exceptions instead of Hydra's multi-line report.

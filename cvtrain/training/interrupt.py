@@ -43,10 +43,24 @@ class SignalTrap:
         self.signum = signum
 
 
+# A Ctrl-C while starting whose KeyboardInterrupt Python dropped: raised inside a callback (an
+# import lock's weakref callback, say) it is printed as "Exception ignored" and lost. Training's
+# trap starts from it, so the run still stops, at its first batch.
+_startup_signals: list[int] = []
+
+
+def on_startup_sigint(signum: int, frame) -> None:
+    """The CLI's SIGINT handler until training traps signals: Python's own, remembered."""
+    _startup_signals.append(signum)
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def trap_signals() -> Iterator[SignalTrap]:
     """Record SIGINT/SIGTERM while the block runs (main thread only; elsewhere a no-op)."""
     trap = SignalTrap()
+    if _startup_signals:
+        trap.signum = _startup_signals.pop()
     if threading.current_thread() is not threading.main_thread():
         yield trap
         return
