@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo demo-classification test test-fast lint tensorboard bench clean
+.PHONY: install demo demo-classification demo-detection test test-fast lint tensorboard bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ demo: $(STAMP)
 
 demo-classification: $(STAMP)
 	$(BIN)/cvtrain experiment=demo_classification
+
+demo-detection: $(STAMP)
+	$(BIN)/cvtrain experiment=demo_detection
 
 # Two pytest processes, each test file in one of them (a file's module fixtures train once).
 PYTEST := $(BIN)/pytest -q -n 2 --dist loadfile

@@ -67,7 +67,9 @@ def compiled_model(cfg, split):
     return build_and_compile(cfg, get_task(cfg.task.name), split, inputs.steps, strategy), inputs
 
 
-def bare_fit_seconds(cfg, split) -> tuple[list[float], int]:
+def bare_fit_seconds(cfg, split, extra=None) -> tuple[list[float], int]:
+    """`model.fit` on cvtrain's datasets with the epoch clock and, if given, the callbacks
+    `extra(inputs)` returns (run before the clock, as cvtrain runs them before its loggers)."""
     model, inputs = compiled_model(cfg, split)
     clock = epoch_clock()()
     model.fit(
@@ -75,7 +77,7 @@ def bare_fit_seconds(cfg, split) -> tuple[list[float], int]:
         validation_data=inputs.val,
         epochs=cfg.trainer.epochs,
         steps_per_epoch=inputs.fit_steps,
-        callbacks=[clock],
+        callbacks=[*(extra(inputs) if extra else []), clock],
         verbose=0,
     )
     return clock.seconds, len(split.train)

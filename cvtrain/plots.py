@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from cvtrain.metrics.evaluation import CLASS_IOU  # noqa: E402
 from cvtrain.rundir import write_atomic  # noqa: E402
@@ -35,6 +35,67 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
+# A box's colour by its class: bright and told apart from each other on photos.
+BOX_COLOURS = np.array(
+    [[255, 64, 64], [64, 160, 255], [255, 200, 0], [0, 220, 120], [220, 80, 255], [255, 140, 0]],
+    np.uint8,
+)
+SHOWN_SCORE = 0.3  # predicted boxes drawn in pictures score at least this
+
+
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, classes: Sequence[int], captions: Sequence[str]
+) -> np.ndarray:
+    """A copy of the HxWx3 photo with each box (x0, y0, x1, y1 in its pixels) outlined in its
+    class's colour and captioned."""
+    picture = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(min(picture.size) / 150))
+    for (x0, y0, x1, y1), cls, caption in zip(boxes, classes, captions):
+        colour = tuple(int(c) for c in BOX_COLOURS[int(cls) % len(BOX_COLOURS)])
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=width)
+        left, top, right, bottom = draw.textbbox((x0, y0), caption)
+        top_at = y0 - (bottom - top) - 2 if y0 >= bottom - top + 2 else y0
+        draw.rectangle([x0, top_at, x0 + right - left + 2, top_at + bottom - top + 2], fill=colour)
+        draw.text((x0 + 1, top_at), caption, fill=(0, 0, 0))
+    return np.asarray(picture)
+
+
+def detection_panels(
+    image: np.ndarray, truth: np.ndarray, found: np.ndarray, class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image with its true boxes, and with the predicted ones scoring >= SHOWN_SCORE
+    (rows: x0, y0, x1, y1 as fractions, then class for `truth`, score and class for `found`)."""
+    h, w = image.shape[:2]
+    scale = np.array([w, h, w, h])
+    truth = truth[truth[:, 4] >= 0]
+    found = found[(found[:, 5] >= 0) & (found[:, 4] >= SHOWN_SCORE)]
+    true_panel = draw_boxes(
+        image, truth[:, :4] * scale, truth[:, 4], [class_names[int(c)] for c in truth[:, 4]]
+    )
+    captions = [f"{class_names[int(c)]} {s:.2f}" for s, c in found[:, 4:6]]
+    return true_panel, draw_boxes(image, found[:, :4] * scale, found[:, 5], captions)
+
+
+def detection_predictions_figure(
+    images: np.ndarray, truths: np.ndarray, detections: np.ndarray, class_names: Sequence[str]
+) -> plt.Figure:
+    """True boxes | predicted boxes for a few validation images, columns titled."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(6.5, 3 * n + 0.3), squeeze=False)
+    titles = ("true boxes", f"predicted boxes (score >= {SHOWN_SCORE})")
+    for row, (image, truth, found) in enumerate(zip(images, truths, detections)):
+        for ax, panel, title in zip(
+            axes[row], detection_panels(image, truth, found, class_names), titles
+        ):
+            ax.imshow(panel)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=10)
+    fig.tight_layout(w_pad=1.0)
+    return fig
+
+
 def save_png(pixels: np.ndarray, path: Path) -> Path:
     """An HxW (grey) or HxWx3 uint8 array as a PNG file."""
     write_atomic(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
@@ -51,7 +112,7 @@ def heatmap_panel(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) ->
 
 
 def save_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
-    _save(confusion_matrix_figure(matrix, class_names), path)
+    save_figure(confusion_matrix_figure(matrix, class_names), path)
 
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
@@ -96,7 +157,7 @@ def save_curves(history: dict[str, list[float]], path: Path) -> None:
             ax.plot(epochs, history[f"val_{name}"], "s-", label="validation")
         _label(ax, name)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _label(ax: plt.Axes, title: str) -> None:
@@ -135,7 +196,7 @@ def save_segmentation_predictions(
     class_names: Sequence[str],
     path: Path,
 ) -> None:
-    _save(segmentation_predictions_figure(images, truths, probs, class_names), path)
+    save_figure(segmentation_predictions_figure(images, truths, probs, class_names), path)
 
 
 def save_classification_predictions(
@@ -164,7 +225,7 @@ def save_classification_predictions(
             color="black" if pred == int(label) else "red",
             fontsize=9,
         )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def figure_image(fig: plt.Figure) -> np.ndarray:
@@ -175,6 +236,6 @@ def figure_image(fig: plt.Figure) -> np.ndarray:
     return image
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

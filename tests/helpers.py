@@ -44,7 +44,9 @@ def checkpoint_scores(run_dir: Path, cfg, split) -> dict[str, float]:
 
     model = keras.models.load_model(run_dir / rundir.CHECKPOINT, safe_mode=True)
     task = get_task(cfg.task.name)
-    loss, metrics = task.loss_and_metrics(split.train.class_names, cfg.loss, None)
+    loss, metrics = task.loss_and_metrics(
+        split.train.class_names, cfg.loss, None, tuple(cfg.data.image_size)
+    )
     model.compile(loss=loss, metrics=metrics)
     val = build_dataset(split.val, cfg.data, training=False, seed=0)
     with warnings.catch_warnings():  # ignore_errors hides the size, so Keras warns at its end

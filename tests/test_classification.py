@@ -81,7 +81,9 @@ def test_head_follows_the_number_of_classes(num_classes):
     model = build("residual_convnet", (32, 32, 3), num_classes, filters=[8, 16], width=1.0)
     probs = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
     class_names = [f"class{i}" for i in range(num_classes)]
-    loss, metrics = get_task(CLASSIFICATION).loss_and_metrics(class_names, LossConfig(), None)
+    loss, metrics = get_task(CLASSIFICATION).loss_and_metrics(
+        class_names, LossConfig(), None, (32, 32)
+    )
     names = [m.name for m in metrics]
     if num_classes == 2:
         assert probs.shape == (2, 1) and loss == "binary_crossentropy"

@@ -114,7 +114,8 @@ def test_misspelt_optional_group_fails_instead_of_being_skipped(tmp_path):
     assert proc.stderr.strip() == (
         "cvtrain: error: unknown experiment 'demo_segmentaton'; did you mean demo_segmentation? "
         "Choose one of: book_classification, book_segmentation, demo_classification, "
-        "demo_segmentation, small_data_classification, small_data_segmentation"
+        "demo_detection, demo_segmentation, small_data_classification, small_data_detection, "
+        "small_data_segmentation"
     )
     assert "TF_NOT_IMPORTED" in proc.stdout and not run.exists()
 

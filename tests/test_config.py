@@ -38,6 +38,18 @@ def test_demo_classification_is_mini_xception_on_generated_shapes():
     assert cfg.data.source == "synthetic_shapes" and cfg.model.name == "mini_xception"
 
 
+def test_detection_task_and_demo_compose():
+    cfg = make_config("task=detection")
+    assert (cfg.data.source, cfg.model.name, cfg.loss.name) == (
+        "oxford_pets_heads",
+        "retinanet",
+        "retinanet",
+    )
+    assert make_config("task=segmentation").loss.name == "crossentropy"  # each task its own
+    demo = make_config("experiment=demo_detection")
+    assert (demo.task.name, demo.data.source) == ("detection", "synthetic_boxes")
+
+
 def test_small_data_recipe_is_the_measured_one_on_any_data():
     """The settings README's table measured; the data source stays the user's choice."""
     cfg = make_config("experiment=small_data_segmentation", "data=mask_folder", "data.root=x")

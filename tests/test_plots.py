@@ -12,7 +12,7 @@ from cvtrain import plots
 def figures(monkeypatch):
     """The figures the plots module would save, kept open for inspection."""
     saved = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.append(fig))
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.append(fig))
     yield saved
     for fig in saved:
         plots.plt.close(fig)

@@ -130,3 +130,35 @@ def test_a_ctrl_c_python_dropped_while_starting_still_stops_training():
         assert trap.signum == signal.SIGINT  # stops at the first batch
     with interrupt.trap_signals() as trap:
         assert trap.signum is None  # used once
+
+
+def test_an_error_after_a_ctrl_c_while_starting_is_reported_as_the_ctrl_c(monkeypatch, capsys):
+    """A Ctrl-C inside an import can leave a module half-initialised (seen: TensorFlow's, then
+    "'tuple' object has no attribute '_type_spec'"); the run stops with the Ctrl-C's line."""
+    from cvtrain.cli import main as cli
+    from cvtrain.training import interrupt
+
+    def start(ctrl_c: bool):
+        if ctrl_c:
+            try:
+                interrupt.on_startup_sigint(signal.SIGINT, None)
+            except KeyboardInterrupt:
+                pass  # caught by the code it interrupted
+        raise AttributeError("'tuple' object has no attribute '_type_spec'")
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # main() sets it; restored after the test
+    monkeypatch.setattr(sys, "argv", ["cvtrain"])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        monkeypatch.setattr(cli, "hydra_main", lambda: start(ctrl_c=True))
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == 128 + signal.SIGINT
+        assert capsys.readouterr().err == "cvtrain: stopped by Ctrl-C while starting\n"
+        with trap_signals():  # takes the remembered Ctrl-C: none is left
+            pass
+        monkeypatch.setattr(cli, "hydra_main", lambda: start(ctrl_c=False))
+        with pytest.raises(AttributeError):  # without a Ctrl-C the error is the error
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, handler)

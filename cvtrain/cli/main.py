@@ -39,7 +39,12 @@ from cvtrain.rundir.sweep import run_trial
 from cvtrain.state.resume import expand_resume_arg, resume_command
 from cvtrain.sweeps.job import mark_swept
 from cvtrain.training.cluster import worker_rank
-from cvtrain.training.interrupt import Interrupted, StopNow, on_startup_sigint
+from cvtrain.training.interrupt import (
+    Interrupted,
+    StopNow,
+    interrupted_while_starting,
+    on_startup_sigint,
+)
 
 log = logging.getLogger("cvtrain")
 
@@ -297,8 +302,16 @@ def main() -> None:
     except (OSError, ValueError) as exc:  # Hydra's own writes (.hydra/, the log) fail here
         fail_on_storage_error(exc)
     except KeyboardInterrupt:  # before training trapped the signal: nothing to save yet
-        err_console.print("cvtrain: stopped by Ctrl-C while starting", markup=False)
-        raise SystemExit(128 + signal.SIGINT) from None
+        stopped_while_starting()
+    except Exception:
+        if not interrupted_while_starting():
+            raise
+        stopped_while_starting()  # the error is the interrupted start-up's
+
+
+def stopped_while_starting() -> None:
+    err_console.print("cvtrain: stopped by Ctrl-C while starting", markup=False)
+    raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
 EVAL_SPLITS = ("val", "train", "all", "test")
 TRACKERS = ("none", "mlflow")
+BOX_FORMATS = ("voc", "yolo", "coco")  # detection_folder's label files
 MAX_MASK_VALUE = 255  # masks are read as 8-bit values (palette PNGs as their indices)
 
 
@@ -68,12 +69,18 @@ class AugmentConfig:
     flip: bool = False
     rotation: float = 0.0
     zoom: float = 0.0
+    translation: float = 0.0  # a shift of up to this fraction of the height and width
 
     def __post_init__(self) -> None:
         check(
             0 <= self.rotation <= 1, "data.augment.rotation", f"{self.rotation} must be in [0, 1]"
         )
         check(0 <= self.zoom < 1, "data.augment.zoom", f"{self.zoom} must be in [0, 1)")
+        check(
+            0 <= self.translation < 1,
+            "data.augment.translation",
+            f"{self.translation} must be in [0, 1)",
+        )
 
 
 @dataclass
@@ -106,6 +113,8 @@ class DataConfig:
     images_dir: str = "images"  # mask_folder: <root>/<images_dir>/* paired by file stem with
     masks_dir: str = "masks"  # <root>/<masks_dir>/*.png; optional <root>/<splits_dir>/
     splits_dir: str = "splits"  # {train,val,test}.txt (one stem a line) give the split
+    format: str = "voc"  # detection_folder: voc | yolo | coco (cvtrain.data.detection_folder)
+    max_boxes: int = 50  # detection: boxes per image the pipeline keeps (padded to this count)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -137,6 +146,8 @@ class DataConfig:
         choice(self.cache, "data.cache", CACHES)
         self.autotune = _switch(self.autotune, "data.autotune")
         choice(self.on_bad, "data.on_bad", ("skip", "error"))
+        choice(self.format, "data.format", BOX_FORMATS)
+        check(self.max_boxes >= 1, "data.max_boxes", f"{self.max_boxes} must be >= 1")
         self._check_mask_mapping()
 
     def _check_mask_mapping(self) -> None:
@@ -194,6 +205,8 @@ class ModelConfig:
     # BatchNormalization's moving-average momentum (Keras's 0.99 by default). Short runs use
     # ~0.9: at 0.99 the statistics used for validation lag the weights for hundreds of steps.
     bn_momentum: float = 0.99
+    fpn_channels: int = 64  # retinanet: channels of every pyramid level and of its heads
+    head_convs: int = 2  # retinanet: 3x3 convolutions in each head before its output
 
     def __post_init__(self) -> None:
         check(len(self.filters) >= 1, "model.filters", "needs at least one stage")
@@ -210,6 +223,8 @@ class ModelConfig:
             "model.bn_momentum",
             f"{self.bn_momentum} must be between 0 and 1",
         )
+        check(self.fpn_channels >= 1, "model.fpn_channels", f"{self.fpn_channels} must be >= 1")
+        check(self.head_convs >= 0, "model.head_convs", f"{self.head_convs} must be >= 0")
         check(
             len(self.atrous_rates) >= 1 and min(self.atrous_rates) >= 1,
             "model.atrous_rates",
@@ -360,6 +375,7 @@ class PredictConfig:
 
     mask_offset: int = 1
     overlay_alpha: float = 0.5
+    min_score: float = 0.3  # detection: boxes scoring less are left out of predictions.json
 
     def __post_init__(self) -> None:
         check(self.mask_offset >= 0, "predict.mask_offset", f"{self.mask_offset} must be >= 0")
@@ -368,6 +384,7 @@ class PredictConfig:
             "predict.overlay_alpha",
             f"{self.overlay_alpha} must be in [0, 1]",
         )
+        check(0 <= self.min_score <= 1, "predict.min_score", f"{self.min_score} must be in [0, 1]")
 
 
 def _with_keyword_field(name: str, type_: Any, default: Any) -> Callable[[type], type]:

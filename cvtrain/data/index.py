@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cvtrain.errors import ConfigError
-from cvtrain.tasks.specs import SPECS
+from cvtrain.tasks.specs import BOXES, SPECS
 
 # The class id of a mask pixel that no loss or metric counts (data.ignore_index): masks in the
 # pipeline hold class ids 0..C-1 and IGNORED only.
@@ -64,7 +64,9 @@ def class_id(value: str | None, class_names: Sequence[str], key: str) -> int | N
 
 @dataclass(frozen=True)
 class FileIndex:
-    """Image paths and their targets: mask paths (segmentation) or integer labels."""
+    """Image paths and their targets: mask paths (segmentation), integer labels
+    (classification) or boxes (detection: a tuple of (class id, x0, y0, x1, y1) per image, the
+    corners as fractions of the image's width and height, cvtrain.data.boxes)."""
 
     task: str
     images: tuple[str, ...]
@@ -77,6 +79,10 @@ class FileIndex:
     ignore_value: int | None = None
     # Per-sample "train"/"validation"/"test" when the dataset comes split; empty = seeded split.
     subsets: tuple[str, ...] = ()
+    # Label problems found while indexing, (label file, kind, detail): a bad box is left out of
+    # its image's targets, an image whose label file is unusable out of the index. The data scan
+    # lists them with the files it finds bad.
+    label_problems: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         assert len(self.images) == len(self.targets), "one target per image"
@@ -93,6 +99,11 @@ class FileIndex:
     def has_masks(self) -> bool:
         """Targets are label images: decoded, augmented and verified as images."""
         return SPECS[self.task].dense
+
+    @property
+    def has_boxes(self) -> bool:
+        """Targets are boxes: padded to data.max_boxes in the pipeline, moved by augmentation."""
+        return SPECS[self.task].targets == BOXES
 
     @property
     def class_values(self) -> tuple[int, ...]:

@@ -1,8 +1,11 @@
-"""Oxford-IIIT Pet in its official layout: images/*.jpg and annotations/trimaps/*.png.
+"""Oxford-IIIT Pet in its official layout: images/*.jpg, annotations/trimaps/*.png and
+annotations/xmls/*.xml.
 
 Segmentation reads the trimaps, as a mask folder (cvtrain.data.mask_folder) with its own
 folder names and mask values; classification reads the label from the file name
-(`<Breed>_<n>.jpg`, capitalised breeds are cats): species (cat vs dog) or the 37 breeds.
+(`<Breed>_<n>.jpg`, capitalised breeds are cats): species (cat vs dog) or the 37 breeds;
+detection reads the head boxes of the images that have an XML (the trainval ones), one box
+named cat or dog per image.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from pathlib import Path
 
 from cvtrain.config.schema import DataConfig
 from cvtrain.data import mask_folder
+from cvtrain.data.box_labels import read_voc
+from cvtrain.data.detection_folder import detection_index
 from cvtrain.data.download import Remote, download_all, download_missing
 from cvtrain.data.index import FileIndex
 from cvtrain.errors import DataError
@@ -35,11 +40,12 @@ ARCHIVES = (
 TRIMAP_CLASSES = ("pet", "background", "border")
 TRIMAP_VALUES = (1, 2, 3)
 TRIMAPS = "annotations/trimaps"
+HEADS = "annotations/xmls"
 SPECIES = ("cat", "dog")
 
 
-def has_layout(root: Path) -> bool:
-    return (root / "images").is_dir() and (root / TRIMAPS).is_dir()
+def has_layout(root: Path, labels: str = TRIMAPS) -> bool:
+    return (root / "images").is_dir() and (root / labels).is_dir()
 
 
 def pet_images(root: Path) -> list[Path]:
@@ -66,21 +72,21 @@ def download(root: Path, archives: tuple[Remote, ...] = ARCHIVES) -> None:
     download_all(root, archives)
 
 
-def locate(cfg: DataConfig) -> Path:
+def locate(cfg: DataConfig, labels: str = TRIMAPS, offline: str = "data=synthetic_pets") -> Path:
     """The dataset root, downloaded first when missing (unless data.download=false)."""
     root = dataset_root("oxford_pets", cfg.root)
-    if not has_layout(root):
+    if not has_layout(root, labels):
         download_missing(
             root,
             ARCHIVES,
             allowed=cfg.download,
-            what="Oxford-IIIT Pet (images/ and annotations/trimaps/)",
-            offline="data=synthetic_pets",
+            what=f"Oxford-IIIT Pet (images/ and {labels}/)",
+            offline=offline,
         )
-    if not has_layout(root):
+    if not has_layout(root, labels):
         raise DataError(
             f"the Oxford-IIIT Pet archives unpacked into {root} lack images/ or "
-            "annotations/trimaps/; delete the folder and run again"
+            f"{labels}/; delete the folder and run again"
         )
     return root
 
@@ -95,6 +101,15 @@ def load_species(cfg: DataConfig) -> FileIndex:
 
 def load_breeds(cfg: DataConfig) -> FileIndex:
     return index_labels(locate(cfg), breed)
+
+
+def load_heads(cfg: DataConfig) -> FileIndex:
+    root = locate(cfg, HEADS, offline="data=synthetic_boxes")
+    xmls = root / HEADS
+    images = [image for image in pet_images(root) if (xmls / f"{image.stem}.xml").is_file()]
+    return detection_index(
+        root, images, lambda i: read_voc(xmls / f"{i.stem}.xml", i, SPECIES), SPECIES
+    )
 
 
 def index_labels(

@@ -19,6 +19,7 @@ from PIL import Image
 from cvtrain.config.schema import MAX_MASK_VALUE, DataConfig
 from cvtrain.data.augment import augment_dataset, is_enabled
 from cvtrain.data.index import IGNORED, FileIndex
+from cvtrain.tasks.specs import SPECS
 
 AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER_DECODED = 1024  # cap for shuffling decoded images after a cache
@@ -127,6 +128,21 @@ def pipeline_options(cfg: DataConfig) -> tf.data.Options:
     return options
 
 
+PAD_CLASS = -1  # the class of a padding row in a padded box array
+
+
+def padded_boxes(targets: Sequence[Sequence[Sequence[float]]], max_boxes: int) -> np.ndarray:
+    """Each image's boxes (class, x0, y0, x1, y1) as rows (x0, y0, x1, y1, class) of one
+    [images, max_boxes, 5] float32 array, padded with class PAD_CLASS: tf.data batches
+    fixed shapes. Boxes past `max_boxes` are left out (data.max_boxes)."""
+    padded = np.zeros((len(targets), max_boxes, 5), np.float32)
+    padded[..., 4] = PAD_CLASS
+    for i, boxes in enumerate(targets):
+        for j, (cls, *corners) in enumerate(boxes[:max_boxes]):
+            padded[i, j] = (*corners, cls)
+    return padded
+
+
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     return max(1, math.ceil(num_samples / batch_size))
 
@@ -143,10 +159,11 @@ def build_dataset(
 
     Unreadable files that slipped past the index are dropped (`ignore_errors`) instead of
     failing the epoch, and so are masks of the wrong size or storing a value outside the
-    mapping: masks hold class ids 0..C-1 and IGNORED (-1) only.
+    mapping: masks hold class ids 0..C-1 and IGNORED (-1) only. Boxes come padded
+    (padded_boxes).
     """
     size = tuple(cfg.image_size)
-    targets = list(index.targets)
+    targets = padded_boxes(index.targets, cfg.max_boxes) if index.has_boxes else list(index.targets)
     ds = tf.data.Dataset.from_tensor_slices((list(index.images), targets))
     if training and cfg.cache == "none":
         ds = ds.shuffle(len(index), seed=seed, reshuffle_each_iteration=True)
@@ -174,5 +191,5 @@ def build_dataset(
     ds = ds.batch(cfg.batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     if training and is_enabled(cfg.augment):
-        ds = augment_dataset(ds, cfg.augment, seed, with_masks=index.has_masks)
+        ds = augment_dataset(ds, cfg.augment, seed, SPECS[index.task].targets)
     return ds.prefetch(AUTOTUNE).with_options(pipeline_options(cfg))

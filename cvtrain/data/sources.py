@@ -9,7 +9,7 @@ from cvtrain.data.index import FileIndex, Split, sniff_image, split_index
 from cvtrain.data.mask_folder import with_mapping
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.registry import resolve
-from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
+from cvtrain.tasks.specs import CLASSIFICATION, DETECTION, SEGMENTATION
 
 # name -> (task, "module:function"); imported on use so one source's dependencies never slow
 # another, and the task is known before a source downloads or generates anything.
@@ -23,6 +23,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     "oxford_pets_species": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_species"),
     "oxford_pets_breeds": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_breeds"),
     "synthetic_shapes": (CLASSIFICATION, "cvtrain.data.synthetic_shapes:load_index"),
+    "oxford_pets_heads": (DETECTION, "cvtrain.data.oxford_pets:load_heads"),
+    "detection_folder": (DETECTION, "cvtrain.data.detection_folder:load_index"),
+    "synthetic_boxes": (DETECTION, "cvtrain.data.synthetic_boxes:load_index"),
 }
 
 

@@ -27,7 +27,7 @@ DEFAULT_CLASSES = 2
 SEED = 2025
 
 
-def _outline(shape: str, rng: np.random.Generator) -> np.ndarray:
+def outline(shape: str, rng: np.random.Generator) -> np.ndarray:
     """Unit-size polygon vertices (N x 2) of `shape`, centred on the origin."""
     if shape == "circle":
         angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
@@ -58,7 +58,7 @@ def make_sample(index: int, num_classes: int, seed: int = SEED) -> tuple[np.ndar
     for _ in range(int(rng.integers(1, 4))):  # a few shapes of the class, possibly overlapping
         radius = rng.uniform(0.2, 0.32) * min(h, w)
         centre = rng.uniform([radius, radius], [w - radius, h - radius])
-        polygon = _outline(SHAPES[label], rng) * radius + centre
+        polygon = outline(SHAPES[label], rng) * radius + centre
         ImageDraw.Draw(mask).polygon([tuple(p) for p in polygon], fill=255)
     inside = np.asarray(mask)[..., None] > 0
     ink = random_colour(rng)

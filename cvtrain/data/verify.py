@@ -3,9 +3,11 @@
 Every image (and mask) is opened and fully decoded in parallel: empty, non-image, truncated and
 unreadable files, images without a mask, masks of another size and masks with values outside
 the classes are reported in a table and in `bad_files.txt`, then skipped (`data.on_bad=skip`)
-or refused (`data.on_bad=error`). Each scan's result is cached by the dataset's fingerprint
-(file list, sizes, mtimes), so the next run does not rescan. If most masks are out of range, the
-label mapping is wrong rather than the files: that is an error naming the mapping that fits.
+or refused (`data.on_bad=error`); so are the bad box labels the index found (each left out of
+the index already, cvtrain.data.box_labels). Each scan's result is cached by the dataset's
+fingerprint (file list, sizes, mtimes), so the next run does not rescan. If most masks are out
+of range, the label mapping is wrong rather than the files: that is an error naming the mapping
+that fits.
 
 Decoding every file of a large dataset takes longer than starting to train, so a training run
 without a cached scan only checks a sample of masks first (a wrong mapping still fails at once)
@@ -209,6 +211,7 @@ def scan(
         )
     problems += [_open_image(p)[1] or Problem(p, "not an image") for p in dropped]
     problems += [Problem(p, "no mask") for p in _unpaired_images(index, dropped)]
+    problems += [Problem(*found) for found in index.label_problems]  # boxes: found by indexing
     return problems
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from cvtrain.errors import ConfigError
 from cvtrain.registry import resolve
-from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION, SPECS
+from cvtrain.tasks.specs import CLASSIFICATION, DETECTION, SEGMENTATION, SPECS
 
 if TYPE_CHECKING:
     import keras
@@ -41,6 +41,9 @@ LOSSES: dict[str, LossSpec] = {
     "dice": LossSpec("cvtrain.losses.pixelwise:Dice", (SEGMENTATION,)),
     "crossentropy_dice": LossSpec("cvtrain.losses.pixelwise:CrossentropyDice", (SEGMENTATION,)),
     "focal": LossSpec("cvtrain.losses.pixelwise:Focal", (SEGMENTATION,), ("gamma",)),
+    # focal loss on each anchor's classes, smooth L1 on its box; built by the detection task,
+    # which knows the anchors
+    "retinanet": LossSpec("cvtrain.losses.anchorwise:RetinaNetLoss", (DETECTION,), ("gamma",)),
 }
 
 

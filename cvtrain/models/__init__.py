@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cvtrain.errors import ConfigError
+from cvtrain.models.anchors import SIDE_MULTIPLE
 from cvtrain.models.backbone_specs import BACKBONES, UNET_SKIPS, check_backbone
 from cvtrain.registry import resolve
-from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
+from cvtrain.tasks.specs import CLASSIFICATION, DETECTION, SEGMENTATION
 
 if TYPE_CHECKING:
     import keras
@@ -84,6 +85,37 @@ def _deeplab(cfg: ModelConfig, size: tuple[int, int]) -> None:
     _backbone(cfg, size)
 
 
+RETINANET_BACKBONES = tuple(
+    name
+    for name, spec in BACKBONES.items()
+    if {"stride8", "stride16", "stride32"} <= set(spec.features)
+)
+
+
+def _retinanet(cfg: ModelConfig, size: tuple[int, int]) -> None:
+    """Anchors are laid out from the image size alone (cvtrain/models/anchors.py): every side
+    divisible by 32 keeps the feature maps exactly that size."""
+    if size[0] % SIDE_MULTIPLE or size[1] % SIDE_MULTIPLE:
+        fix = [max(SIDE_MULTIPLE, round(s / SIDE_MULTIPLE) * SIDE_MULTIPLE) for s in size]
+        raise ConfigError(
+            f"model=retinanet needs data.image_size divisible by {SIDE_MULTIPLE}, got "
+            f"[{size[0]}, {size[1]}]; use data.image_size=[{fix[0]},{fix[1]}]"
+        )
+    if cfg.backbone == "none":
+        if len(cfg.filters) != 5:
+            raise ConfigError(
+                "model=retinanet with model.backbone=none takes 5 model.filters (its stages at "
+                f"strides 2, 4, 8, 16, 32), got {list(cfg.filters)}"
+            )
+        return
+    if cfg.backbone not in RETINANET_BACKBONES:
+        raise ConfigError(
+            f"model=retinanet takes model.backbone=none or one of {', '.join(RETINANET_BACKBONES)}"
+            f", got {cfg.backbone}"
+        )
+    check_backbone(cfg.backbone, size)
+
+
 def _any_size(cfg: ModelConfig, size: tuple[int, int]) -> None:
     """Global pooling heads take any size the data check allows."""
 
@@ -132,6 +164,12 @@ MODELS: dict[str, ModelSpec] = {
         CLASSIFICATION,
         _backbone,
         (*BACKBONE, "dropout"),
+    ),
+    "retinanet": ModelSpec(
+        "cvtrain.models.retinanet:build",
+        DETECTION,
+        _retinanet,
+        (*BACKBONE, "filters", "width", "fpn_channels", "head_convs"),
     ),
 }
 

@@ -25,7 +25,7 @@ from cvtrain.errors import ConfigError, DataError
 from cvtrain.rundir.compare import fmt4
 from cvtrain.rundir.saved import SavedRun, load_runs, output_dir
 from cvtrain.tasks import get_task
-from cvtrain.tasks.base import Task, output_classes
+from cvtrain.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,16 @@ def eval_index(cfg: RunConfig, out_dir: Path) -> FileIndex:
     return split.train.joined(split.val)
 
 
-def check_fits_data(model, saved: SavedRun, image_size: list[int], num_classes: int) -> None:
+def check_fits_data(
+    model, task: Task, saved: SavedRun, image_size: list[int], num_classes: int
+) -> None:
     size = list(model.input_shape[1:3])
     if size != list(image_size):
         raise ConfigError(
             f"data.image_size={list(image_size)} but run={saved.path} was trained at {size}; "
             "drop the data.image_size override"
         )
-    outputs = output_classes(model.output_shape[-1])
+    outputs = task.model_classes(model)
     if outputs != num_classes:
         raise DataError(
             f"run={saved.path} predicts {outputs} classes but the data has {num_classes}; "
@@ -89,9 +91,10 @@ def evaluate(runs: list[SavedRun], out_dir: Path) -> dict:
 
     models = [saved.load_model() for saved in runs]
     for model, saved in zip(models, runs):
-        check_fits_data(model, saved, cfg.data.image_size, index.num_classes)
+        check_fits_data(model, task, saved, cfg.data.image_size, index.num_classes)
     labels = [str(saved.path) for saved in runs] + ([ENSEMBLE] if len(runs) > 1 else [])
-    scorers = [task.scorer(index.num_classes) for _ in labels]
+    size = tuple(cfg.data.image_size)
+    scorers = [task.scorer(index.num_classes, size) for _ in labels]
 
     # Evaluation reads every file once: no cache (a training run's disk cache may be stale).
     ds = build_dataset(

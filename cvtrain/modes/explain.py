@@ -20,6 +20,7 @@ from cvtrain import plots, rundir
 from cvtrain.config.schema import RunConfig
 from cvtrain.console import console
 from cvtrain.data.index import class_id
+from cvtrain.errors import ConfigError
 from cvtrain.inference.input_files import (
     check_unique_names,
     expand_inputs,
@@ -29,6 +30,7 @@ from cvtrain.inference.input_files import (
 from cvtrain.rundir.saved import SavedRun, load_runs, output_dir
 from cvtrain.tasks import get_task
 from cvtrain.tasks.base import output_classes
+from cvtrain.tasks.specs import SPECS
 
 HEATMAPS, CSV = "heatmaps", "explanations.csv"
 
@@ -45,6 +47,11 @@ def run(cfg: RunConfig, overrides: Sequence[str], run_dir: Path) -> ExplainResul
     files = expand_inputs(cfg.input or "")
     check_unique_names(files)
     saved = load_runs(cfg, overrides)[0]
+    if not SPECS[saved.config.task.name].explains:
+        raise ConfigError(
+            f"mode=explain: Grad-CAM of a {saved.config.task.name} run is not supported; it "
+            "explains classification and segmentation runs"
+        )
     if saved.class_names:  # a wrong explain.class fails before TensorFlow loads
         target_class(saved.config, saved.class_names)
     return explain(saved, files, output_dir(cfg, [saved], run_dir, rundir.EXPLAIN))

@@ -75,11 +75,11 @@ def parity_images(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export(saved: SavedRun, fmt: str, out_dir: Path) -> ExportResult:
-    from cvtrain.inference.serving import float32_model, model_image_size, raw_predictor
+    from cvtrain.inference.serving import float32_model, model_image_size
 
     model = float32_model(saved.load_model())
     size = model_image_size(model)
-    predict_raw = raw_predictor(model, get_task(saved.config.task.name).dense)
+    predict_raw = get_task(saved.config.task.name).serving(model)
     spec = FORMATS[fmt]
     job = Exportable(model, predict_raw, size, parity_images(size))
     path = out_dir / spec.filename

@@ -40,10 +40,9 @@ def predict(runs: list[SavedRun], files: list[Path], out_dir: Path) -> PredictRe
     task.check_inputs(files)
 
     from cvtrain.inference.ensemble import average
-    from cvtrain.inference.serving import raw_predictor
 
     models = [saved.load_model() for saved in runs]
-    predictors = [raw_predictor(model, task.dense) for model in models]
+    predictors = [task.serving(model) for model in models]
     result = PredictResult(out_dir)
     predictions = (
         (path, image, average([class_probabilities(p(image[None]).numpy())[0] for p in predictors]))

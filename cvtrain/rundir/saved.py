@@ -22,6 +22,7 @@ from cvtrain import rundir
 from cvtrain.config.checks import check_components
 from cvtrain.config.schema import RunConfig, merge, to_dict
 from cvtrain.errors import ConfigError, DataError
+from cvtrain.tasks.specs import SPECS
 
 if TYPE_CHECKING:
     import keras
@@ -121,6 +122,11 @@ def load_runs(cfg: RunConfig, overrides: Sequence[str] = ()) -> list[SavedRun]:
     """`run=` as SavedRuns; an ensemble's members must solve the same task on the same inputs."""
     runs = [load_run(Path(p).expanduser(), cfg, overrides) for p in cfg.run]
     first = runs[0].config
+    if len(runs) > 1 and not SPECS[first.task.name].ensembles:
+        raise ConfigError(
+            f"run=[...]: {first.task.name} runs do not form an ensemble (averaging detectors' "
+            "outputs merges no boxes); pass one run"
+        )
     for other in runs[1:]:
         if other.config.task.name != first.task.name:
             raise ConfigError(

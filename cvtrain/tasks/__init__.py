@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cvtrain.registry import resolve
-from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
+from cvtrain.tasks.specs import CLASSIFICATION, DETECTION, SEGMENTATION
 
 if TYPE_CHECKING:
     from cvtrain.tasks.base import Task
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 TASKS: dict[str, str] = {
     SEGMENTATION: "cvtrain.tasks.segmentation:Segmentation",
     CLASSIFICATION: "cvtrain.tasks.classification:Classification",
+    DETECTION: "cvtrain.tasks.detection:Detection",
 }
 
 

@@ -77,10 +77,18 @@ class Task(ABC):
         class_names: Sequence[str],
         loss: LossConfig,
         class_weights: Sequence[float] | None,
+        image_size: tuple[int, int],
     ) -> tuple[keras.losses.Loss | str, list[keras.metrics.Metric]]:
         """What model.compile gets: the loss `loss` names (validated for this task by
         cvtrain.losses.check_loss), weighted by `class_weights` if given, and the metrics
-        training logs."""
+        training logs. `image_size`: the model's input (height, width)."""
+
+    def epoch_metrics(
+        self, val_ds: tf.data.Dataset, class_names: Sequence[str], image_size: tuple[int, int]
+    ) -> list[keras.callbacks.Callback]:
+        """Callbacks that add validation metrics Keras cannot compute batch by batch to each
+        epoch's logs, before anything logs them (none by default)."""
+        return []
 
     @abstractmethod
     def epoch_callback(
@@ -109,8 +117,16 @@ class Task(ABC):
         """The task's pictures in a finished run dir (`callback`: epoch_callback's)."""
 
     @abstractmethod
-    def scorer(self, num_classes: int) -> Scorer:
-        """A fresh scorer for mode=evaluate."""
+    def scorer(self, num_classes: int, image_size: tuple[int, int]) -> Scorer:
+        """A fresh scorer for mode=evaluate (`image_size`: the model's input)."""
+
+    def serving(self, model: keras.Model) -> tf.types.experimental.Function:
+        """The function predict and every export format run: uint8 images [batch, H, W, 3] of
+        any size -> the task's outputs (by default class probabilities, per pixel at H x W for
+        a dense task)."""
+        from cvtrain.inference.serving import raw_predictor
+
+        return raw_predictor(model, self.dense)
 
     def write_evaluation(self, metrics: dict, class_names: Sequence[str], out_dir: Path) -> None:  # noqa: B027
         """Files mode=evaluate writes beside metrics.json (none by default)."""
@@ -130,6 +146,10 @@ class Task(ABC):
         class_names: Sequence[str] | None,
     ) -> tuple[list[Path], str]:
         """mode=predict's outputs: the files written, and where they are (for its last line)."""
+
+    def model_classes(self, model: keras.Model) -> int:
+        """How many classes a trained model of this task predicts (its head's width read back)."""
+        return output_classes(model.output_shape[-1])
 
     def explain_class(self, class_names: Sequence[str]) -> int | None:
         """The class mode=explain explains by default; None: each image's predicted class."""

@@ -24,7 +24,7 @@ class Classification(Task):
     eval_rows = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc")
     per_class_rows = ("precision", "recall", "f1")
 
-    def loss_and_metrics(self, class_names, loss, class_weights):
+    def loss_and_metrics(self, class_names, loss, class_weights, image_size):
         """The head's own cross-entropy: the only loss (unweighted) classification takes."""
         if classifier_units(len(class_names)) == 1:
             return "binary_crossentropy", [
@@ -54,7 +54,7 @@ class Classification(Task):
             path = run_dir / rundir.CONFUSION_MATRIX
             plots.save_confusion_matrix(callback.matrix, list(class_names), path)
 
-    def scorer(self, num_classes):
+    def scorer(self, num_classes, image_size):
         return LabelScorer(num_classes)
 
     def write_evaluation(self, metrics, class_names, out_dir):

@@ -25,7 +25,7 @@ class Segmentation(Task):
     eval_rows = ("loss", "pixel_accuracy", "mean_iou", "mean_dice")
     per_class_rows = ("iou", "dice")
 
-    def loss_and_metrics(self, class_names, loss, class_weights):
+    def loss_and_metrics(self, class_names, loss, class_weights, image_size):
         """Every loss and metric skips ignored pixels (label < 0); IoU per class is logged so
         a class never predicted shows while training."""
         return build_loss(loss, class_weights), pixel_metrics(class_names)
@@ -40,7 +40,7 @@ class Segmentation(Task):
             path = run_dir / rundir.PREDICTIONS
             plots.save_segmentation_predictions(images, truths, probs, class_names, path)
 
-    def scorer(self, num_classes):
+    def scorer(self, num_classes, image_size):
         return PixelScorer(num_classes)
 
     def check_inputs(self, files):

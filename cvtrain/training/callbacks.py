@@ -33,6 +33,7 @@ from cvtrain.tasks.base import class_probabilities
 from cvtrain.tracking.tensorboard_events import EventWriter
 
 if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
     import optuna
 
 log = logging.getLogger(__name__)
@@ -149,20 +150,30 @@ class EpochScalars(keras.callbacks.Callback):
             writer.close()
 
 
+# (images, truths, the model's outputs, class names) -> the figure predictions.png draws
+PredictionFigure = Callable[[np.ndarray, np.ndarray, np.ndarray, Sequence[str]], "plt.Figure"]
+
+
 class PredictionImages(keras.callbacks.Callback):
-    """Log input | truth | prediction for a few fixed validation images to TensorBoard, as
-    predictions.png draws them (columns titled, class colours named)."""
+    """Log truth and prediction for a few fixed validation images to TensorBoard, as
+    predictions.png draws them (`figure`: the task's, segmentation's by default)."""
 
     def __init__(
-        self, images: np.ndarray, truths: np.ndarray, class_names: Sequence[str], log_dir: Path
+        self,
+        images: np.ndarray,
+        truths: np.ndarray,
+        class_names: Sequence[str],
+        log_dir: Path,
+        figure: PredictionFigure = segmentation_predictions_figure,
     ):
         super().__init__()
         self.images, self.truths, self.class_names = images, truths, class_names
+        self.draw = figure
         self.writer = tf.summary.create_file_writer(str(log_dir))
 
     def on_epoch_end(self, epoch, logs=None):
-        probs = self.model.predict_on_batch(self.images)  # predict() costs ~0.1 s more a call
-        figure = segmentation_predictions_figure(self.images, self.truths, probs, self.class_names)
+        outputs = self.model.predict_on_batch(self.images)  # predict() costs ~0.1 s more a call
+        figure = self.draw(self.images, self.truths, outputs, self.class_names)
         with self.writer.as_default():
             tf.summary.image("predictions", figure_image(figure)[None], step=epoch + 1)
         self.writer.flush()

@@ -55,6 +55,12 @@ def on_startup_sigint(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
+def interrupted_while_starting() -> bool:
+    """A Ctrl-C arrived before training trapped signals. An import it interrupted can leave a
+    module half-initialised (TensorFlow's, say) and fail later with an unrelated error."""
+    return bool(_startup_signals)
+
+
 @contextmanager
 def trap_signals() -> Iterator[SignalTrap]:
     """Record SIGINT/SIGTERM while the block runs (main thread only; elsewhere a no-op)."""

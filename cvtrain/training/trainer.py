@@ -164,7 +164,8 @@ def build_and_compile(
     class_names = split.train.class_names
     with strategy.scope():  # variables mirrored on every replica; data.batch_size is global
         model = build_model(cfg.model, (*cfg.data.image_size, 3), len(class_names))
-        loss, metrics = task.loss_and_metrics(class_names, cfg.loss, weights)
+        size = tuple(cfg.data.image_size)
+        loss, metrics = task.loss_and_metrics(class_names, cfg.loss, weights, size)
         model.compile(
             optimizer=build_optimizer(cfg.optimizer, steps * cfg.trainer.epochs),
             loss=loss,
@@ -238,7 +239,9 @@ def build_callbacks(
     fixed = resume.fixed_settings(cfg, labels.class_names, labels.mask_values)
     trial = trial_of_this_job()
     pruner = ReportToTrial(trial) if trial else None
+    size = tuple(cfg.data.image_size)
     loggers = [
+        *task.epoch_metrics(inputs.val, class_names, size),  # first: the others log them
         progress,
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=True),
         EpochScalars(run_dir / rundir.TENSORBOARD),
