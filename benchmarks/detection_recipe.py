@@ -30,10 +30,19 @@ DATA = ["data=oxford_pets_heads", f"data.root={REAL_SAMPLE}", f"trainer.seed={SE
 BASE = [*DATA, "trainer.precision=float32"]
 DEFAULTS = ["task=detection", *BASE]
 RECIPE = ["experiment=small_data_detection", *BASE]
+SMALLER = ["data.image_size=[160,160]", "trainer.epochs=150"]
 RUNS = {
     "task defaults (256 px, adam 1e-3, bn 0.99, 50 epochs)": DEFAULTS,
-    "recipe": RECIPE,
-}
+    "recipe (224 px, bn 0.9, adam 2e-3 cosine, 100 epochs)": RECIPE,
+    "recipe, width 0.5, zoom 0.3, translation 0.2": [
+        *RECIPE, "model.width=0.5", "data.augment.zoom=0.3", "data.augment.translation=0.2"
+    ],
+    "recipe at 160 px, 150 epochs": [*RECIPE, *SMALLER],
+    "recipe at 160 px, 150 epochs, width 0.5, zoom 0.3, translation 0.2": [
+        *RECIPE, *SMALLER, "model.width=0.5", "data.augment.zoom=0.3",
+        "data.augment.translation=0.2",
+    ],
+}  # fmt: skip
 
 
 def cvtrain(*args: str) -> None:

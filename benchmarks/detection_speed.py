@@ -6,7 +6,8 @@ tf.data pipeline of the real sample's head boxes (data=oxford_pets_heads, split 
 - bare fit + mAP: `model.fit` with the same val_map callback cvtrain runs (ValidationMAP), and
   nothing else but the epoch clock;
 - cvtrain: train() with every callback (progress, checkpoint, CSV, TensorBoard, hparams,
-  prediction images, resume state, NaN and signal checks);
+  resume state, NaN and signal checks), without the per-epoch prediction pictures, as
+  benchmarks/overhead.py measures (they cost ~0.18 s an epoch here, drawn by matplotlib);
 - bare fit: `model.fit` without the mAP evaluation (its share of an epoch is
   1 - bare fit + mAP / bare fit, in images/s).
 The variants alternate within each round; per run the first epoch is dropped (tracing) and the
@@ -38,6 +39,7 @@ BASE = [
     f"data.root={REAL_SAMPLE}",
     "data.image_size=[160,160]",
     "data.batch_size=16",
+    "trainer.prediction_images=0",  # as benchmarks/overhead.py: bare fit draws no pictures
     "trainer.precision=float32",
 ]
 BARE_MAP, CVTRAIN, BARE = "bare fit + mAP", "cvtrain train()", "bare fit (no mAP)"

@@ -50,6 +50,29 @@ def test_detection_task_and_demo_compose():
     assert (demo.task.name, demo.data.source) == ("detection", "synthetic_boxes")
 
 
+def test_small_data_detection_recipe_is_the_measured_one_on_any_data():
+    cfg = make_config("experiment=small_data_detection", "data=detection_folder", "data.root=x")
+    assert (cfg.task.name, cfg.data.source, cfg.model.name) == (
+        "detection",
+        "detection_folder",
+        "retinanet",
+    )
+    assert cfg.data.image_size == [224, 224] and cfg.model.bn_momentum == 0.9
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.schedule) == (
+        "adam",
+        2e-3,
+        "cosine",
+    )
+    assert cfg.trainer.epochs == 100 and cfg.model.width == 1.0
+    augment = cfg.data.augment
+    assert (augment.flip, augment.zoom, augment.translation, augment.rotation) == (
+        True,
+        0.2,
+        0.15,
+        0,
+    )
+
+
 def test_small_data_recipe_is_the_measured_one_on_any_data():
     """The settings README's table measured; the data source stays the user's choice."""
     cfg = make_config("experiment=small_data_segmentation", "data=mask_folder", "data.root=x")

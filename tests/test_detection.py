@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REAL_SAMPLE, make_config, require_real_sample, run_cli
+from conftest import REAL_SAMPLE, make_config, mlflow_overrides, require_real_sample, run_cli
 from PIL import Image
 
 from cvtrain import rundir
@@ -301,7 +300,7 @@ def tiny_detection(root: Path, *extra: str) -> list[str]:
 def cli_run(tmp_path_factory):
     """`cvtrain task=detection ...` as a user runs it: (run dir, its overrides, the process)."""
     base = tmp_path_factory.mktemp("detection_cli")
-    overrides = tiny_detection(base / "shapes")
+    overrides = [*tiny_detection(base / "shapes"), *mlflow_overrides(base)]
     proc = run_cli(*overrides, f"hydra.run.dir={base / 'run'}")
     return base / "run", overrides, proc
 
@@ -325,6 +324,20 @@ def test_training_logs_val_map_every_epoch_in_history_and_tensorboard(cli_run):
     assert {"epoch_map", "epoch_map50", "epoch_loss"} <= scalars
     assert "predictions" in tags["images"] or "predictions" in tags["tensors"]
     assert (run / rundir.PREDICTIONS).is_file() and (run / rundir.CHECKPOINT).is_file()
+
+
+@pytest.mark.slow
+def test_mlflow_logs_val_map_every_epoch(cli_run):
+    from mlflow import MlflowClient
+
+    run, _, _ = cli_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{run.parent}/mlflow.db")
+    (logged,) = client.search_runs([client.get_experiment_by_name("cvtrain").experiment_id])
+    rows = [r.split(",") for r in (run / rundir.HISTORY).read_text().splitlines()[1:]]
+    for column, name in ((3, "val_map"), (4, "val_map50")):
+        history = client.get_metric_history(logged.info.run_id, name)
+        values = [m.value for m in sorted(history, key=lambda m: m.step)]
+        assert values == pytest.approx([float(r[column]) for r in rows], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -369,6 +382,26 @@ def test_ensembles_and_explain_refuse_detection_in_one_line(cli_run, tmp_path):
         assert done.returncode != 0
         assert done.stderr.strip().splitlines()[-1].startswith("cvtrain: error: ")
         assert message in done.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_of_detectors_is_summarised_with_their_map(tmp_path):
+    import csv
+
+    sweep = tmp_path / "sweep"
+    overrides = tiny_detection(
+        tmp_path / "shapes", "trainer.epochs=1", "trainer.prediction_images=0"
+    )
+    done = run_cli(
+        "-m", *overrides, "optimizer.lr=1e-3,3e-3", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    for row in rows:
+        best = rundir.read_json(sweep / row["run"] / rundir.METRICS)["best"]
+        assert float(row["val_map"]) == pytest.approx(best["val_map"], abs=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -456,9 +489,7 @@ def test_every_export_format_detects_like_the_model_with_nms_inside(detector, tm
         served = tf.saved_model.load(str(result.path)).signatures["serving_default"]
         got = served(images=tf.constant(images))["output_0"].numpy()
     elif fmt == "tflite":
-        with warnings.catch_warnings():  # tf.lite.Interpreter points at ai_edge_litert
-            warnings.simplefilter("ignore")
-            interpreter = tf.lite.Interpreter(model_path=str(result.path))
+        interpreter = tf.lite.Interpreter(model_path=str(result.path))
         got = interpreter.get_signature_runner("serving_default")(images=images)["output_0"]
     else:
         import onnxruntime

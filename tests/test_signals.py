@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -140,10 +141,8 @@ def test_an_error_after_a_ctrl_c_while_starting_is_reported_as_the_ctrl_c(monkey
 
     def start(ctrl_c: bool):
         if ctrl_c:
-            try:
+            with contextlib.suppress(KeyboardInterrupt):  # caught by the code it interrupted
                 interrupt.on_startup_sigint(signal.SIGINT, None)
-            except KeyboardInterrupt:
-                pass  # caught by the code it interrupted
         raise AttributeError("'tuple' object has no attribute '_type_spec'")
 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # main() sets it; restored after the test

@@ -25,7 +25,7 @@ FORMATS: dict[str, ExportFormat] = {
         "cvtrain.inference.exporters:export_saved_model",
         1e-5,
         "load it:  m = tf.saved_model.load('{path}')\n"
-        "          probs = m.signatures['serving_default'](images=uint8_batch)['output_0']\n"
+        "          outputs = m.signatures['serving_default'](images=uint8_batch)['output_0']\n"
         "serve it: docker run -p 8501:8501 -v {path}:/models/cvtrain/1 "
         "-e MODEL_NAME=cvtrain tensorflow/serving\n"
         "          POST /v1/models/cvtrain:predict with uint8 images [batch, H, W, 3]",
@@ -35,14 +35,14 @@ FORMATS: dict[str, ExportFormat] = {
         "cvtrain.inference.exporters:export_keras",
         1e-5,
         "load it:  m = keras.saving.load_model('{path}')\n"
-        "          probs = m.predict(uint8_batch)  # any H x W; output at the training size",
+        "          outputs = m.predict(uint8_batch)  # any H x W; output at the training size",
     ),
     "tflite": ExportFormat(  # TFLite kernels round differently
         "model.tflite",
         "cvtrain.inference.exporters:export_tflite",
         1e-4,
         "load it:  it = tf.lite.Interpreter(model_path='{path}')  (or ai_edge_litert)\n"
-        "          probs = it.get_signature_runner('serving_default')(images=uint8_batch)"
+        "          outputs = it.get_signature_runner('serving_default')(images=uint8_batch)"
         "['output_0']",
     ),
     "onnx": ExportFormat(
@@ -50,7 +50,7 @@ FORMATS: dict[str, ExportFormat] = {
         "cvtrain.inference.exporters:export_onnx",
         1e-4,
         "load it:  s = onnxruntime.InferenceSession('{path}')\n"
-        "          probs = s.run(None, {{'images': uint8_batch}})[0]  # any H x W",
+        "          outputs = s.run(None, {{'images': uint8_batch}})[0]  # any H x W",
         needs=("tf2onnx", "onnxruntime"),
         extra="onnx",
     ),
