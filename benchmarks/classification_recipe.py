@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import REAL_SAMPLE, RESULTS, save, table
+from harness import REAL_SAMPLE, RESULTS, draw_curves, run_cvtrain, save, table
 
 from cvtrain import rundir
 from cvtrain.training.trainer import read_history
@@ -66,17 +64,11 @@ def layout(root: Path, labels: str) -> Path:
     return root
 
 
-def cvtrain(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "cvtrain", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"cvtrain {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-
-
 def run(name: str, overrides: list[str], data: Path, run_dir: Path) -> dict:
     start = time.perf_counter()
-    cvtrain(*overrides, "data=image_folder", f"data.root={data}", f"hydra.run.dir={run_dir}")
+    run_cvtrain(*overrides, "data=image_folder", f"data.root={data}", f"hydra.run.dir={run_dir}")
     minutes = (time.perf_counter() - start) / 60
-    cvtrain("mode=evaluate", f"run={run_dir}", "eval.split=test")
+    run_cvtrain("mode=evaluate", f"run={run_dir}", "eval.split=test")
     test = rundir.read_json(run_dir / rundir.EVAL / "metrics.json")["metrics"]
     kept = rundir.read_json(run_dir / rundir.METRICS)
     history = read_history(run_dir / rundir.HISTORY)
@@ -105,27 +97,15 @@ def main() -> None:
             print(rows[-1], flush=True)
     curves = {r["run"]: r.pop("val accuracy per epoch") for r in rows}
     table(rows)
-    draw(curves, RESULTS / f"classification_recipe_{args.labels}.png")
+    draw_curves(
+        curves, RESULTS / f"classification_recipe_{args.labels}.png", "validation accuracy", "o-"
+    )
     setup = (
         f"Oxford pets sample as {args.labels}, 128 px, from random weights, seed {SEED}, "
         f"split seed {SPLIT_SEED} 60/20/20 per class; test = the held-out 20%"
     )
     payload = {"setup": setup, "table": rows, "val_accuracy_per_epoch": curves}
     save(f"classification_recipe_{args.labels}", payload)
-
-
-def draw(curves: dict[str, list[float]], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=name)
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title=path.stem)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ benchmarks/results/detection_recipe.png draws val_map50 per epoch.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from harness import REAL_SAMPLE, RESULTS, save, table
+from harness import REAL_SAMPLE, RESULTS, draw_curves, run_cvtrain, save, table
 
 from cvtrain import rundir
 from cvtrain.training.trainer import read_history
@@ -45,17 +43,11 @@ RUNS = {
 }  # fmt: skip
 
 
-def cvtrain(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "cvtrain", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"cvtrain {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-
-
 def run(name: str, overrides: list[str], run_dir: Path) -> dict:
     start = time.perf_counter()
-    cvtrain(*overrides, f"hydra.run.dir={run_dir}")
+    run_cvtrain(*overrides, f"hydra.run.dir={run_dir}")
     minutes = (time.perf_counter() - start) / 60
-    cvtrain("mode=evaluate", f"run={run_dir}")
+    run_cvtrain("mode=evaluate", f"run={run_dir}")
     scores = rundir.read_json(run_dir / rundir.EVAL / "metrics.json")["metrics"]
     kept = rundir.read_json(run_dir / rundir.METRICS)
     history = read_history(run_dir / rundir.HISTORY)
@@ -87,27 +79,13 @@ def main() -> None:
             print(rows[-1], flush=True)
     curves = {r["run"]: r.pop("val_map50 per epoch") for r in rows}
     table(rows)
-    draw(curves, RESULTS / "detection_recipe.png")
+    draw_curves(curves, RESULTS / "detection_recipe.png", "val_map50")
     setup = (
         f"Oxford pets sample head boxes (222 images), from random weights, seed {SEED}, split "
         f"seed {SPLIT_SEED} 80/20 (178 train, 44 validation); scores of the kept checkpoint "
         "on the validation split"
     )
     save("detection_recipe", {"setup": setup, "table": rows, "val_map50_per_epoch": curves})
-
-
-def draw(curves: dict[str, list[float]], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, "-", label=name)
-    ax.set(xlabel="epoch", ylabel="val_map50", title=path.stem)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

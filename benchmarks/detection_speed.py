@@ -25,6 +25,7 @@ from pathlib import Path
 from harness import (
     REAL_SAMPLE,
     alternate,
+    comparison_rows,
     cvtrain_epoch_seconds,
     make_config,
     paired_ratio,
@@ -70,24 +71,13 @@ def main() -> None:
             },
             rounds=args.rounds,
         )
-    rows = []
-    for name, base, other, target in (
-        ("cvtrain overhead", BARE_MAP, CVTRAIN, ">= 0.97"),
-        ("with the mAP evaluation", BARE, BARE_MAP, "(share = 1 - ratio)"),
-    ):
-        ratio = paired_ratio(results, base, other)
-        rows.append(
-            {
-                "comparison": name,
-                "A": base,
-                "B": other,
-                "A images/s": results[base]["images_per_s_median"],
-                "B images/s": results[other]["images_per_s_median"],
-                "B/A (median of rounds)": ratio["median"],
-                "range": ratio["range"],
-                "target": target,
-            }
-        )
+    rows = comparison_rows(
+        results,
+        [
+            ("cvtrain overhead", BARE_MAP, CVTRAIN, ">= 0.97"),
+            ("with the mAP evaluation", BARE, BARE_MAP, "(share = 1 - ratio)"),
+        ],
+    )
     table(rows)
     save(
         "detection_speed",

@@ -12,6 +12,8 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,6 +117,48 @@ def paired_ratio(results: dict[str, dict], base: str, other: str) -> dict:
         "range": f"{min(ratios)}-{max(ratios)}",
         "per_round": ratios,
     }
+
+
+def comparison_rows(results: dict[str, dict], comparisons: list[tuple]) -> list[dict]:
+    """One table row per (name, A, B, target): both images/s medians and paired_ratio's B/A."""
+    rows = []
+    for name, base, other, target in comparisons:
+        ratio = paired_ratio(results, base, other)
+        rows.append(
+            {
+                "comparison": name,
+                "A": base,
+                "B": other,
+                "A images/s": results[base]["images_per_s_median"],
+                "B images/s": results[other]["images_per_s_median"],
+                "B/A (median of rounds)": ratio["median"],
+                "range": ratio["range"],
+                "target": target,
+            }
+        )
+    return rows
+
+
+def run_cvtrain(*args: str) -> None:
+    """`cvtrain <args>` in a subprocess, as a user runs it; RuntimeError with its stderr."""
+    done = subprocess.run([sys.executable, "-m", "cvtrain", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cvtrain {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+
+
+def draw_curves(curves: dict[str, list[float]], path: Path, ylabel: str, marker: str = "-") -> None:
+    """One line per run of a per-epoch value, epochs from 1."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker, markersize=3, label=name)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=path.stem)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def machine() -> dict:

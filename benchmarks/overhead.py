@@ -26,6 +26,7 @@ from pathlib import Path
 
 from harness import (
     alternate,
+    comparison_rows,
     cvtrain_epoch_seconds,
     data_overrides,
     epoch_clock,
@@ -166,21 +167,7 @@ def main() -> None:
         ("cached epochs (disk)", NUMPY, DISK, ">= 1"),
         ("bare fit on tf.data vs numpy", NUMPY, BARE, "-"),
     ]
-    rows = []
-    for name, base, other, target in comparisons:
-        ratio = paired_ratio(results, base, other)
-        rows.append(
-            {
-                "comparison": name,
-                "A": base,
-                "B": other,
-                "A images/s": results[base]["images_per_s_median"],
-                "B images/s": results[other]["images_per_s_median"],
-                "B/A (median of rounds)": ratio["median"],
-                "range": ratio["range"],
-                "target": target,
-            }
-        )
+    rows = comparison_rows(results, comparisons)
     table(rows)
     breakdown = callback_breakdown(cfg, split, Path(tempfile.mkdtemp()))
     table(breakdown[:12])
