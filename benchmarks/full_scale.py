@@ -57,8 +57,8 @@ def book(root: Path, size: int, batch: int) -> None:
     import numpy as np
     from keras.utils import img_to_array, load_img
 
-    from cvtrain.config.schema import ModelConfig
     from cvtrain.models import build_model
+    from cvtrain.models.model_config import SegConvNet
 
     pairs = image_mask_pairs(root)
     inputs = np.zeros((len(pairs), size, size, 3), dtype="float32")
@@ -67,7 +67,7 @@ def book(root: Path, size: int, batch: int) -> None:
         inputs[i] = img_to_array(load_img(image, target_size=(size, size)))
         mask = img_to_array(load_img(mask, target_size=(size, size), color_mode="grayscale"))
         targets[i] = mask.astype("uint8") - 1
-    model = build_model(ModelConfig(name="seg_convnet"), (size, size, 3), 3)
+    model = build_model(SegConvNet(), (size, size, 3), 3)
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
 
     class FirstStep(keras.callbacks.Callback):

@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from cvtrain.config.schema import ModelConfig
-from cvtrain.models import build_model
+from cvtrain.models import build_model, config_of_model
 
 MODEL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
 
@@ -30,7 +30,7 @@ MODEL_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "model"
 def model_config(name: str, overrides: list[str]) -> ModelConfig:
     """configs/model/<name>.yaml plus `key=value` overrides (OmegaConf only: no Hydra needed)."""
     merged = OmegaConf.merge(
-        OmegaConf.structured(ModelConfig),
+        OmegaConf.structured(config_of_model(name)),
         OmegaConf.load(MODEL_CONFIGS / f"{name}.yaml"),
         OmegaConf.from_dotlist(overrides),
     )

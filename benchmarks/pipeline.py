@@ -47,10 +47,10 @@ def load_book(index, size: int) -> tuple[float, int]:
 
 def load_cvtrain(index, size: int, batch: int) -> tuple[float, int]:
     """One training epoch of cvtrain's tf.data pipeline; returns time to the first batch."""
-    from cvtrain.config.schema import DataConfig
     from cvtrain.data.pipeline import build_dataset
+    from cvtrain.data.source_config import MaskData
 
-    cfg = DataConfig(image_size=[size, size], batch_size=batch)
+    cfg = MaskData(image_size=[size, size], batch_size=batch)
     start = time.perf_counter()
     first, n = None, 0
     for images, _ in build_dataset(index, cfg, training=True, seed=0):
@@ -62,12 +62,12 @@ def load_cvtrain(index, size: int, batch: int) -> tuple[float, int]:
 def measure(kind: str, size: int, batch: int) -> dict:
     import tensorflow as tf  # noqa: F401  (both sides pay the same imports before the clock)
 
-    from cvtrain.config.schema import DataConfig
+    from cvtrain.data.source_config import MaskData
     from cvtrain.data.sources import load_index
 
     baseline = peak_rss_mb()
     start = time.perf_counter()
-    index, _ = load_index(DataConfig(root=str(REAL_SAMPLE)), "segmentation")
+    index, _ = load_index(MaskData(root=str(REAL_SAMPLE)), "segmentation")
     if kind == "book":
         first, n = load_book(index, size)
     else:

@@ -154,7 +154,8 @@ def train_run(run_dir: Path, *overrides: str) -> Path:
 # validation images (a fifth of 16 validates classification), no per-epoch pictures.
 FEW = ("data.limit=16", "trainer.epochs=1", "trainer.prediction_images=0")
 SEG_CONVNET = ("model=seg_convnet", "model.filters=[8,16]")  # two narrow stages: quick to export
-XCEPTION = ("model=xception", "data.image_size=[72,72]")  # a keras.applications backbone inside
+# A keras.applications backbone inside (no stages to narrow: `~` drops the tiny model.width).
+XCEPTION = ("model=xception", "~model.width", "data.image_size=[72,72]")
 FROZEN_DEEPLAB = (
     "model=deeplabv3plus",
     "model.backbone=mobilenetv2",

@@ -18,7 +18,7 @@ from conftest import assert_picture, make_config, run_cli, tiny_classification, 
 from helpers import checkpoint_scores
 from PIL import Image
 
-from cvtrain.config.schema import AugmentConfig, LossConfig, ModelConfig
+from cvtrain.config.schema import AugmentConfig, LossConfig
 from cvtrain.data import cats_vs_dogs, synthetic_shapes
 from cvtrain.data.download import Remote
 from cvtrain.data.sources import load_index, load_split
@@ -27,9 +27,9 @@ from cvtrain.tasks.specs import CLASSIFICATION, SEGMENTATION
 
 
 def build(name: str, shape: tuple[int, int, int], num_classes: int, **kw):
-    from cvtrain.models import build_model
+    from cvtrain.models import build_model, config_of_model
 
-    return build_model(ModelConfig(name=name, **kw), shape, num_classes)
+    return build_model(config_of_model(name)(**kw), shape, num_classes)
 
 
 def jpeg(path: Path, size=(40, 40), mode="RGB", seed=0) -> bytes:

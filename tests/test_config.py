@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 from conftest import make_config
 
@@ -179,6 +183,47 @@ def test_true_false_auto_settings_are_bools_or_auto(value, typed):
 def test_unknown_key_is_rejected_even_when_forced_with_plus():
     with pytest.raises(ConfigError, match="unknown key 'trainer.foo'"):
         validate({"trainer": {"foo": 1}})
+
+
+def test_each_model_and_data_source_takes_its_own_keys_only():
+    """model.* and data.* are typed by the chosen model and source: a key another one reads is
+    an unknown key (with the nearest of this one's keys), not a setting silently ignored."""
+    detector = make_config("task=detection", "model.fpn_channels=32", "data.max_boxes=5")
+    assert (type(detector.model).__name__, detector.model.fpn_channels) == ("RetinaNet", 32)
+    assert (type(detector.data).__name__, detector.data.max_boxes) == ("BoxData", 5)
+    assert make_config("data.mask_offset=0").data.mask_offset == 0  # every mask source maps
+    for overrides, line in [
+        (["model.fpn_channels=32"], "unknown key 'model.fpn_channels'"),
+        (["task=detection", "model.fpn_chanels=32"], "did you mean model.fpn_channels?"),
+        (["data=mask_folder", "data.num_samples=3"], "unknown key 'data.num_samples'"),
+        (["task=detection", "data.mask_offset=0"], "unknown key 'data.mask_offset'"),
+        (["data.verfy=false"], "unknown key 'data.verfy'; did you mean data.verify?"),
+        (["model.name=unett"], "did you mean unet?"),
+        (["data.source=oxford_pet"], "data.source='oxford_pet' is not one of"),
+        (["model=unet", "model.width=wide"], "model.width: Value 'wide'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(line)):
+            make_config(*overrides)
+
+
+def test_every_model_and_source_config_holds_exactly_its_own_keys():
+    """configs/model/<name>.yaml lists every key its model's settings class has (so `cvtrain
+    --cfg job` shows them all), and a data preset only keys its source reads."""
+    from omegaconf import OmegaConf
+
+    from cvtrain.config.schema import DataConfig
+    from cvtrain.data.sources import config_of_source
+    from cvtrain.models import MODELS, config_of_model
+    from cvtrain.paths import config_dir
+
+    common = {f.name for f in fields(DataConfig)}
+    for name in MODELS:
+        keys = set(OmegaConf.load(f"{config_dir()}/model/{name}.yaml"))
+        assert keys | {"bn_momentum"} == {f.name for f in fields(config_of_model(name))}, name
+    for preset in sorted(Path(config_dir(), "data").glob("*.yaml")):
+        keys = set(OmegaConf.load(preset))
+        own = {f.name for f in fields(config_of_source(OmegaConf.load(preset).source))}
+        assert keys <= own and own - common <= keys, preset.name
 
 
 def test_every_mode_the_schema_accepts_is_wired_in_the_cli():

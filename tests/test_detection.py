@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from conftest import REAL_SAMPLE, make_config, mlflow_overrides, require_real_sa
 from PIL import Image
 
 from cvtrain import rundir
-from cvtrain.config.schema import DataConfig
+from cvtrain.data.source_config import BoxData, DetectionFolderData
 from cvtrain.data.sources import load_index
 from cvtrain.data.verify import checked_index
 from cvtrain.errors import ConfigError
@@ -56,7 +57,7 @@ def coco(boxes: list[dict], size=(WIDTH, HEIGHT)) -> str:
 COCO_DOG = {"id": 1, "image_id": 7, "category_id": 5, "bbox": [10, 5, 20, 15], "iscrowd": 0}
 
 
-def folder(root: Path, fmt: str, label_a: str, label_b: str | None = None) -> DataConfig:
+def folder(root: Path, fmt: str, label_a: str, label_b: str | None = None) -> DetectionFolderData:
     """<root>/images/{a,b}.png with `label_a` for a (b, a good image, labelled like the DOG)."""
     photo(root / "images" / "a.png")
     photo(root / "images" / "b.png")
@@ -68,7 +69,7 @@ def folder(root: Path, fmt: str, label_a: str, label_b: str | None = None) -> Da
         (root / "labels").mkdir(exist_ok=True)
         (root / "labels" / f"a{suffix}").write_text(label_a)
         (root / "labels" / f"b{suffix}").write_text(label_b or good)
-    return DataConfig(
+    return DetectionFolderData(
         source="detection_folder", root=str(root), format=fmt, classes=CLASSES, val_fraction=0.5,
         val_samples=None,
     )  # fmt: skip
@@ -88,11 +89,11 @@ def test_every_format_reads_the_same_box(tmp_path, fmt, label):
 
 def test_voc_classes_default_to_every_name_seen_and_yolo_needs_them(tmp_path):
     cfg = folder(tmp_path / "voc", "voc", voc("zebra"), voc("ant"))
-    index, _ = load_index(DataConfig(**{**cfg.__dict__, "classes": None}), "detection")
+    index, _ = load_index(replace(cfg, classes=None), "detection")
     assert index.class_names == ("ant", "zebra")
     cfg = folder(tmp_path / "yolo", "yolo", YOLO_DOG)
     with pytest.raises(ConfigError, match="data.format=yolo needs the class names"):
-        load_index(DataConfig(**{**cfg.__dict__, "classes": None}), "detection")
+        load_index(replace(cfg, classes=None), "detection")
 
 
 def test_an_image_without_a_yolo_label_file_is_a_background_image(tmp_path):
@@ -141,7 +142,7 @@ def test_a_bad_label_is_listed_by_the_scan_and_skipped(tmp_path, case):
 
 def test_oxford_pets_heads_reads_the_real_sample_xmls(tmp_path):
     root = require_real_sample(REAL_SAMPLE, os.environ)
-    index, dropped = load_index(DataConfig(source="oxford_pets_heads", root=str(root)), "detection")
+    index, dropped = load_index(BoxData(source="oxford_pets_heads", root=str(root)), "detection")
     xmls = sorted((root / "annotations" / "xmls").glob("*.xml"))
     assert len(index) == len(xmls) == 222 and not dropped and not index.label_problems
     assert index.class_names == ("cat", "dog")

@@ -264,12 +264,12 @@ def test_feature_maps_inside_nested_backbones_are_computed_with_the_output():
     split model gives the model's own output and the backbone layer's own activations."""
     import keras
 
-    from cvtrain.config.schema import ModelConfig
     from cvtrain.inference.gradcam import GradCam
     from cvtrain.models import build_model
+    from cvtrain.models.model_config import BackboneClassifier, DeepLabV3Plus
 
     x = np.random.default_rng(0).uniform(0, 255, (1, 71, 71, 3)).astype(np.float32)
-    model = build_model(ModelConfig(name="xception", backbone="xception"), (71, 71, 3), 2)
+    model = build_model(BackboneClassifier(backbone="xception"), (71, 71, 3), 2)
     assert GradCam(model).layer_name == "backbone/xception/block14_sepconv2_act"
     gradcam = GradCam(model, "block13_sepconv2_act")
     assert gradcam.layer_name == "backbone/xception/block13_sepconv2_act"
@@ -281,7 +281,7 @@ def test_feature_maps_inside_nested_backbones_are_computed_with_the_output():
 
     # DeepLabV3+: the default map is the decoder's, before the logits; the backbone's two
     # outputs feed the rest of the model when the map is inside it.
-    cfg = ModelConfig(name="deeplabv3plus", backbone="mobilenetv2", filters=[16, 8])
+    cfg = DeepLabV3Plus(backbone="mobilenetv2", filters=[16, 8])
     model = build_model(cfg, (32, 32, 3), 3)
     default = GradCam(model)
     assert "/" not in default.layer_name

@@ -189,17 +189,20 @@ def test_only_the_settings_the_model_reads_are_locked(pets_root, tmp_path):
     resume.save(tmp_path, state)
     (tmp_path / rundir.BACKUP / state.weights).touch()  # the file the state names
 
-    # seg_convnet has no ASPP: its atrous rates are not part of its weights.
-    other_rates = make_config(*tiny_segmentation(pets_root, "model.atrous_rates=[2,4]"))
-    assert resume.check_compatible(tmp_path, other_rates, PETS).epoch == 1
+    # seg_convnet has no ASPP: atrous rates are not one of its keys, nor locked.
+    assert "model.atrous_rates" not in state.fixed and "model.filters" in state.fixed
+    with pytest.raises(ConfigError, match="unknown key 'model.atrous_rates'"):
+        make_config(*tiny_segmentation(pets_root, "model.atrous_rates=[2,4]"))
+    assert resume.check_compatible(tmp_path, cfg, PETS).epoch == 1
     fewer_stages = make_config(*tiny_segmentation(pets_root, "model.filters=[8,16]"))
     with pytest.raises(ConfigError, match=r"model.filters=\[64, 128, 256\] \(now \[8, 16\]\)"):
         resume.check_compatible(tmp_path, fewer_stages, PETS)
 
-    # A state saved when every model.* key was locked continues too.
+    # A state saved when every model.* key was locked (runs before typed model settings)
+    # continues too: only the keys this model has are compared.
     state.fixed["model.atrous_rates"] = [6, 12, 18]
     resume.save(tmp_path, state)
-    assert resume.check_compatible(tmp_path, other_rates, PETS).epoch == 1
+    assert resume.check_compatible(tmp_path, cfg, PETS).epoch == 1
 
 
 def test_history_rows_after_the_saved_state_are_dropped(tmp_path):

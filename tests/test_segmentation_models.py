@@ -11,12 +11,12 @@ import pytest
 from conftest import make_config, run_cli, tiny_segmentation
 from helpers import train_in_process
 
-from cvtrain.config.schema import ModelConfig
 from cvtrain.errors import ConfigError
 from cvtrain.models import build_model
 from cvtrain.models.backbone_specs import BACKBONES
 from cvtrain.models.backbones import BACKBONES as BACKBONE_SPECS
 from cvtrain.models.backbones import load_backbone
+from cvtrain.models.model_config import DeepLabV3Plus, UNet
 
 
 def unet_params(filters: list[int], channels: int, classes: int) -> int:
@@ -36,7 +36,7 @@ def unet_params(filters: list[int], channels: int, classes: int) -> int:
 
 @pytest.mark.parametrize("size", [(32, 32), (36, 20)])  # 36x20 is not divisible by 2^3
 def test_unet_output_matches_input_and_parameters_match_hand_count(size):
-    model = build_model(ModelConfig(name="unet", filters=[4, 8, 16]), (*size, 3), 3)
+    model = build_model(UNet(filters=[4, 8, 16]), (*size, 3), 3)
     assert model.output.shape == (None, *size, 3)
     assert model.count_params() == unet_params([4, 8, 16], 3, 3)
     probs = model.predict(np.zeros((1, *size, 3), "float32"), verbose=0)
@@ -47,7 +47,7 @@ def test_unet_variants_keep_shapes_and_change_parameters():
     counts = {}
     for separable in (False, True):
         for residual in (False, True):
-            cfg = ModelConfig(name="unet", filters=[8, 16], separable=separable, residual=residual)
+            cfg = UNet(filters=[8, 16], separable=separable, residual=residual)
             for size in [(32, 32), (30, 45)]:
                 model = build_model(cfg, (*size, 3), 2)
                 assert model.output.shape == (None, *size, 2)
@@ -60,14 +60,14 @@ def test_unet_variants_keep_shapes_and_change_parameters():
 
 def test_unet_too_small_for_its_depth_is_a_config_error():
     with pytest.raises(ConfigError, match=r"at least \[16,16\].*fewer model.filters"):
-        build_model(ModelConfig(name="unet", filters=[4, 8, 16, 32]), (12, 40, 3), 3)
+        build_model(UNet(filters=[4, 8, 16, 32]), (12, 40, 3), 3)
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv2", "resnet50", "efficientnetb0"])
 def test_unet_on_each_backbone_returns_input_sized_masks(backbone):
     """The skips come from strides 2, 4, 8, 16 (stride 32 is the bottleneck) and the decoder
     returns to the input size: 45x40 rounds up at every stride and is cropped back."""
-    cfg = ModelConfig(name="unet", backbone=backbone, filters=[4, 8, 8, 16], dropout=0.1)
+    cfg = UNet(backbone=backbone, filters=[4, 8, 8, 16], dropout=0.1)
     model = build_model(cfg, (45, 40, 3), 3)
     assert model.output.shape == (None, 45, 40, 3)
     strides = [tuple(t.shape[1:3]) for t in model.get_layer("backbone").outputs]
@@ -77,7 +77,7 @@ def test_unet_on_each_backbone_returns_input_sized_masks(backbone):
 
 
 def test_unet_frozen_backbone_trains_the_decoder_only_with_inference_batchnorm():
-    cfg = ModelConfig(name="unet", backbone="mobilenetv2", filters=[4, 8, 8, 16])
+    cfg = UNet(backbone="mobilenetv2", filters=[4, 8, 8, 16])
     model = build_model(cfg, (32, 32, 3), 2)
     frozen = build_model(replace(cfg, freeze_backbone=True), (32, 32, 3), 2)
     backbone = frozen.get_layer("backbone")
@@ -95,7 +95,7 @@ def test_unet_frozen_backbone_trains_the_decoder_only_with_inference_batchnorm()
 
 @pytest.mark.parametrize("size", [(64, 64), (72, 88)])  # 72x88 is not divisible by 32
 def test_deeplab_mobilenetv2_resizes_to_any_input(size):
-    cfg = ModelConfig(name="deeplabv3plus", backbone="mobilenetv2", filters=[16, 8], width=1.0)
+    cfg = DeepLabV3Plus(backbone="mobilenetv2", filters=[16, 8], width=1.0)
     model = build_model(cfg, (*size, 3), 3)
     assert model.output.shape == (None, *size, 3)
     backbone = model.get_layer("backbone")
@@ -113,7 +113,7 @@ def test_deeplab_mobilenetv2_resizes_to_any_input(size):
 @pytest.mark.parametrize("name", ["resnet50", "xception", "efficientnetb0"])
 def test_deeplab_other_backbones_build_at_their_smallest_size(name):
     size = BACKBONE_SPECS[name].min_size
-    cfg = ModelConfig(name="deeplabv3plus", backbone=name, filters=[8, 8], atrous_rates=[1, 2])
+    cfg = DeepLabV3Plus(backbone=name, filters=[8, 8], atrous_rates=[1, 2])
     model = build_model(cfg, (size, size, 3), 2)
     assert model.output.shape == (None, size, size, 2)
     if name == "resnet50":  # caffe preprocessing: RGB->BGR minus the ImageNet mean, frozen
@@ -127,7 +127,7 @@ def test_backbone_errors_are_one_clear_line():
     with pytest.raises(ConfigError, match=r"at least \[71,71\]"):
         load_backbone("xception", (64, 64, 3))
     with pytest.raises(ConfigError, match=r"\[aspp_channels,low_level_channels\]"):
-        build_model(ModelConfig(name="deeplabv3plus", filters=[8, 8, 8]), (64, 64, 3), 2)
+        build_model(DeepLabV3Plus(filters=[8, 8, 8]), (64, 64, 3), 2)
 
 
 def test_config_validates_backbone_weights_and_rates_before_tensorflow(tmp_path, monkeypatch):
@@ -257,7 +257,7 @@ def test_model_constraints_are_config_errors_before_any_model_is_built(overrides
 def test_deeplab_called_plainly_runs_in_inference_mode():
     """No layer may turn BatchNormalization to training mode behind the caller's back (Keras
     3.15's Resizing layer did: keras-team/keras#23166; this model showed it at once)."""
-    cfg = ModelConfig(name="deeplabv3plus", backbone="resnet50", filters=[16, 8])
+    cfg = DeepLabV3Plus(backbone="resnet50", filters=[16, 8])
     model = build_model(cfg, (32, 32, 3), 3)
     for layer in model._flatten_layers():  # moving statistics unlike any batch's
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cvtrain import rundir
 from cvtrain.cli import help_page, tf_logging
 from cvtrain.cli.validate import validate
-from cvtrain.config.schema import RunConfig, describe_omegaconf_error
+from cvtrain.config.schema import describe_omegaconf_error, hydra_schema
 from cvtrain.config.suggest import did_you_mean
 from cvtrain.console import console, err_console
 from cvtrain.errors import ConfigError, UserError
@@ -142,7 +142,7 @@ def remove_empty_parents(run_dir: Path) -> None:
             return
 
 
-ConfigStore.instance().store(name="schema", node=RunConfig)
+ConfigStore.instance().store(name="schema", node=hydra_schema())
 
 
 def dispatch(raw: DictConfig, run_dir: Path) -> float | None:

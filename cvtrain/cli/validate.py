@@ -11,8 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cvtrain.config.checks import check_components, check_training
-from cvtrain.config.schema import RunConfig, check, choice, merge
+from cvtrain.config.checks import check_training, load
+from cvtrain.config.schema import RunConfig, check, choice
 from cvtrain.data.sources import check_source
 from cvtrain.inference.export_formats import FORMATS
 from cvtrain.modes import MODES
@@ -20,8 +20,7 @@ from cvtrain.modes import MODES
 
 def validate(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     """Raise ConfigError with one readable line for anything wrong, before TensorFlow loads."""
-    run = merge(cfg)
-    check_components(run)
+    run = load(cfg)
     check_invocation(run)
     return run
 

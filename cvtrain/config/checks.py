@@ -1,8 +1,9 @@
 """What the schema cannot check alone: names against the registries, and parts against each other.
 
-cvtrain.config.schema checks each key by itself; here every part a config names (task, model,
-backbone, optimizer, schedule, loss, data source) must be registered, and the parts must fit: a
-model that cannot work at the image size, a data source or a loss of another task. Pure Python,
+cvtrain.config.schema checks each key by itself; here the data source and the model name the
+classes of their own settings, every part a config names (task, model, backbone, optimizer,
+schedule, loss, data source) must be registered, and the parts must fit: a model that cannot
+work at the image size, a data source or a loss of another task. Pure Python,
 like the registries' tables: it runs before TensorFlow is imported. The modes' own needs
 (`run=`, `input=`, an export format's extra) are the CLI's checks (cvtrain.cli.validate).
 """
@@ -10,21 +11,31 @@ like the registries' tables: it runs before TensorFlow is imported. The modes' o
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from cvtrain.config.schema import DataConfig, RunConfig, check, choice
-from cvtrain.data.sources import check_source
+from omegaconf import DictConfig
+
+from cvtrain.config.schema import DataConfig, RunConfig, check, choice, merge
+from cvtrain.data.sources import check_source, config_of_source
 from cvtrain.losses import LOSSES, check_loss
-from cvtrain.models import MODELS, check_model
-from cvtrain.models.backbone_specs import BACKBONES
+from cvtrain.models import check_model, config_of_model
 from cvtrain.tasks import TASKS
 from cvtrain.training.optimizers import OPTIMIZERS, SCHEDULES
 
 
+def load(cfg: DictConfig | dict[str, Any], *, saved: bool = False) -> RunConfig:
+    """A composed (or a saved run's) config in the schema, its data and model in their own
+    settings classes, every part it names registered; ConfigError with one line otherwise.
+    `saved`: a run's config, whose data and model may hold keys of other kinds (runs written
+    when every source and model shared one flat class)."""
+    run = merge(cfg, {"data": config_of_source, "model": config_of_model}, own_keys_only=saved)
+    check_components(run)
+    return run
+
+
 def check_components(cfg: RunConfig) -> None:
-    """Every part the config names is registered (a saved run's config is checked so too)."""
+    """Every part the config names is registered (the source and model: by merge)."""
     choice(cfg.task.name, "task.name", tuple(TASKS))
-    choice(cfg.model.name, "model.name", tuple(MODELS))
-    choice(cfg.model.backbone, "model.backbone", ("none", *BACKBONES))
     choice(cfg.optimizer.name, "optimizer.name", tuple(OPTIMIZERS))
     choice(cfg.optimizer.schedule, "optimizer.schedule", tuple(SCHEDULES))
     choice(cfg.loss.name, "loss.name", tuple(LOSSES))

@@ -9,9 +9,8 @@ is checked by cvtrain.config.checks, which reads the registries.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -27,8 +26,6 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 LOOPS = ("fit", "custom")
 EVAL_SPLITS = ("val", "train", "all", "test")
 TRACKERS = ("none", "mlflow")
-BOX_FORMATS = ("voc", "yolo", "coco")  # detection_folder's label files
-MAX_MASK_VALUE = 255  # masks are read as 8-bit values (palette PNGs as their indices)
 
 
 def check(ok: bool, key: str, message: str) -> None:
@@ -85,6 +82,8 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
+    """What every data source has; each source adds its own keys (cvtrain/data/source_config.py)."""
+
     source: str = "oxford_pets"
     root: str | None = None
     download: bool = True  # a source with a known archive fetches a missing root
@@ -94,8 +93,6 @@ class DataConfig:
     val_fraction: float | None = None
     split_seed: int = 1337
     limit: int | None = None
-    num_samples: int | None = None
-    num_classes: int | None = None  # synthetic_shapes: how many shape classes (2-4)
     cache: str = "none"
     deterministic: bool = True  # false: parallel reads may reorder elements (faster)
     # tf.data's autotuner: auto = on with more than 4 CPU cores. On 2 cores its threads compete
@@ -103,18 +100,6 @@ class DataConfig:
     autotune: bool | str = AUTO  # bool | Auto once validated
     verify: bool = True  # decode every file before training (cached by dataset fingerprint)
     on_bad: str = "skip"  # skip | error: what to do with files the verification rejects
-    # Segmentation masks (mask_folder and its presets; null = the source's own): class names in
-    # id order, the stored mask value of each class, and a stored value left out of the loss and
-    # every metric. mask_offset=k is short for mask_values=[k, k+1, ...].
-    classes: list[str] | None = None
-    mask_values: list[int] | None = None
-    mask_offset: int | None = None
-    ignore_index: int | None = None
-    images_dir: str = "images"  # mask_folder: <root>/<images_dir>/* paired by file stem with
-    masks_dir: str = "masks"  # <root>/<masks_dir>/*.png; optional <root>/<splits_dir>/
-    splits_dir: str = "splits"  # {train,val,test}.txt (one stem a line) give the split
-    format: str = "voc"  # detection_folder: voc | yolo | coco (cvtrain.data.detection_folder)
-    max_boxes: int = 50  # detection: boxes per image the pipeline keeps (padded to this count)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -139,96 +124,25 @@ class DataConfig:
         )
         if self.limit is not None:
             check(self.limit >= 2, "data.limit", f"{self.limit} must be >= 2")
-        if self.num_samples is not None:
-            check(self.num_samples >= 2, "data.num_samples", f"{self.num_samples} must be >= 2")
-        if self.num_classes is not None:
-            check(self.num_classes >= 2, "data.num_classes", f"{self.num_classes} must be >= 2")
         choice(self.cache, "data.cache", CACHES)
         self.autotune = _switch(self.autotune, "data.autotune")
         choice(self.on_bad, "data.on_bad", ("skip", "error"))
-        choice(self.format, "data.format", BOX_FORMATS)
-        check(self.max_boxes >= 1, "data.max_boxes", f"{self.max_boxes} must be >= 1")
-        self._check_mask_mapping()
-
-    def _check_mask_mapping(self) -> None:
-        if self.classes is not None:
-            check(
-                len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes),
-                "data.classes",
-                f"{list(self.classes)} needs at least two distinct names",
-            )
-        stored = f"must be stored mask values 0..{MAX_MASK_VALUE} (8-bit PNG)"
-        if self.mask_values is not None:
-            values = list(self.mask_values)
-            check(
-                len(set(values)) == len(values) and all(0 <= v <= MAX_MASK_VALUE for v in values),
-                "data.mask_values",
-                f"{values} {stored}, each once",
-            )
-            check(
-                self.mask_offset is None,
-                "data.mask_offset",
-                f"{self.mask_offset} and data.mask_values both map mask values; set one of them",
-            )
-            check(
-                self.classes is None or len(self.classes) == len(values),
-                "data.mask_values",
-                f"{values} needs one value per class: data.classes has {len(self.classes or ())}",
-            )
-            check(
-                self.ignore_index not in values,
-                "data.ignore_index",
-                f"{self.ignore_index} is also in data.mask_values={values}",
-            )
-        if self.mask_offset is not None:
-            check(self.mask_offset >= 0, "data.mask_offset", f"{self.mask_offset} must be >= 0")
-        if self.ignore_index is not None:
-            check(
-                0 <= self.ignore_index <= MAX_MASK_VALUE,
-                "data.ignore_index",
-                f"{self.ignore_index} {stored}",
-            )
 
 
 @dataclass
 class ModelConfig:
+    """What every model has; each model adds its own keys (cvtrain/models/model_config.py)."""
+
     name: str = "seg_convnet"
-    filters: list[int] = field(default_factory=lambda: [64, 128, 256])
-    width: float = 1.0
-    dropout: float = 0.0
-    backbone: str = "none"  # keras.applications name: deeplabv3plus/xception need one, unet may
-    weights: str = "none"  # none | imagenet (downloaded into Keras' cache) | a local file
-    freeze_backbone: bool = False
-    separable: bool = False  # unet/deeplabv3plus: SeparableConv2D instead of Conv2D
-    residual: bool = False  # unet: residual connections inside each stage
-    atrous_rates: list[int] = field(default_factory=lambda: [6, 12, 18])  # deeplabv3plus ASPP
     # BatchNormalization's moving-average momentum (Keras's 0.99 by default). Short runs use
     # ~0.9: at 0.99 the statistics used for validation lag the weights for hundreds of steps.
     bn_momentum: float = 0.99
-    fpn_channels: int = 64  # retinanet: channels of every pyramid level and of its heads
-    head_convs: int = 2  # retinanet: 3x3 convolutions in each head before its output
 
     def __post_init__(self) -> None:
-        check(len(self.filters) >= 1, "model.filters", "needs at least one stage")
-        check(min(self.filters) >= 1, "model.filters", f"{list(self.filters)} must be >= 1")
-        check(self.width > 0, "model.width", f"{self.width} must be > 0")
-        check(0 <= self.dropout < 1, "model.dropout", f"{self.dropout} must be in [0, 1)")
-        check(
-            self.weights in ("none", "imagenet") or Path(self.weights).expanduser().is_file(),
-            "model.weights",
-            f"{self.weights!r} is not a file; use none, imagenet or the path to a weights file",
-        )
         check(
             0 < self.bn_momentum < 1,
             "model.bn_momentum",
             f"{self.bn_momentum} must be between 0 and 1",
-        )
-        check(self.fpn_channels >= 1, "model.fpn_channels", f"{self.fpn_channels} must be >= 1")
-        check(self.head_convs >= 0, "model.head_convs", f"{self.head_convs} must be >= 0")
-        check(
-            len(self.atrous_rates) >= 1 and min(self.atrous_rates) >= 1,
-            "model.atrous_rates",
-            f"{list(self.atrous_rates)} needs at least one rate, all >= 1",
         )
 
 
@@ -417,8 +331,10 @@ class ExplainConfig:
 class RunConfig:
     mode: str = "train"
     task: TaskConfig = field(default_factory=TaskConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # A DataConfig and a ModelConfig once merged: the class of the source's and of the model's
+    # own settings (left untyped here so Hydra composes any source's or model's keys).
+    data: Any = field(default_factory=dict)
+    model: Any = field(default_factory=dict)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -443,23 +359,65 @@ def run_dirs(run: Any) -> list[str]:
     return runs
 
 
-def merge(cfg: DictConfig | dict[str, Any]) -> RunConfig:
-    """A composed config in the schema (keys, types, ranges); ConfigError with one readable
-    line. cvtrain.config.checks.validate adds what needs the registries."""
-    schema = OmegaConf.structured(RunConfig)
+# The parts whose keys depend on their kind: part -> (the key naming the kind, the keys of all)
+KINDS: dict[str, tuple[str, type]] = {
+    "data": ("source", DataConfig),
+    "model": ("name", ModelConfig),
+}
+Settings = Mapping[str, Callable[[str], type]]  # part -> (kind -> its settings class)
+
+
+def merge(
+    cfg: DictConfig | dict[str, Any], settings: Settings, *, own_keys_only: bool = False
+) -> RunConfig:
+    """A composed config in the schema (keys, types, ranges), with `data` and `model` in the
+    settings class of their source and model; ConfigError with one readable line.
+    `own_keys_only` drops the keys another kind reads (the configs of runs written when every
+    source and model shared one flat class). cvtrain.config.checks adds what needs the
+    registries, and knows `settings`."""
     try:
         # Plain containers first: a key added with `+` must not slip past the schema.
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-        merged = OmegaConf.merge(schema, plain)
-        return OmegaConf.to_object(merged)  # runs every __post_init__
+        plain = dict(plain)
+        parts = {part: plain.pop(part, None) or {} for part in KINDS}
+        run = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), plain))
     except OmegaConfBaseException as exc:
         raise ConfigError(describe_omegaconf_error(exc)) from None
+    for part, (kind, _) in KINDS.items():
+        cls = settings[part](parts[part].get(kind))
+        setattr(run, part, typed(cls, parts[part], part, own_keys_only))
+    return run  # type: ignore[return-value]
 
 
-def describe_omegaconf_error(exc: OmegaConfBaseException) -> str:
-    """OmegaConf messages span several lines (full_key, object_type...); keep the useful one."""
+def typed(cls: type, values: dict[str, Any], part: str, own_keys_only: bool) -> Any:
+    """`values` as an instance of the dataclass `cls` (every __post_init__ runs)."""
+    if own_keys_only:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(describe_omegaconf_error(exc, prefix=f"{part}.")) from None
+
+
+def hydra_schema() -> DictConfig:
+    """The schema Hydra composes into (ConfigStore's `schema`): typed everywhere but in `data`
+    and `model`, which hold the keys of every kind (`cvtrain --cfg job` shows them) and are
+    open to more, since which keys exist depends on the source and the model; merge checks
+    them (a misspelt one gets the same one-line error)."""
+    schema = OmegaConf.structured(RunConfig)
+    for part, (_, common) in KINDS.items():
+        schema[part] = OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(common)))
+        OmegaConf.set_struct(schema[part], False)
+    return schema
+
+
+def describe_omegaconf_error(exc: OmegaConfBaseException, prefix: str = "") -> str:
+    """OmegaConf messages span several lines (full_key, object_type...); keep the useful one.
+    `prefix`: where the failing node sits in the whole config (`model.`)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     key = getattr(exc, "full_key", None)
+    key = f"{prefix}{key}" if key else key
     if "not in" in first and key:
         return f"unknown key '{key}'; {_nearest_keys(key, exc)}"
     if key:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from cvtrain.config.schema import DataConfig
 from cvtrain.data.box_labels import (
     ImageLabels,
     image_size,
@@ -23,6 +22,7 @@ from cvtrain.data.box_labels import (
 )
 from cvtrain.data.image_folder import image_files
 from cvtrain.data.index import FileIndex
+from cvtrain.data.source_config import DetectionFolderData
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.paths import dataset_root
 from cvtrain.tasks.specs import DETECTION
@@ -66,7 +66,7 @@ def voc_classes(xmls: Iterable[Path], given: Sequence[str] | None) -> tuple[str,
     return tuple(names)
 
 
-def load_index(cfg: DataConfig) -> FileIndex:
+def load_index(cfg: DetectionFolderData) -> FileIndex:
     root = dataset_root(cfg.source, cfg.root)
     if not (root / "images").is_dir():
         raise DataError(f"data.root={root} has no images/ folder (see `cvtrain --help` data)")

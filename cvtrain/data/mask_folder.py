@@ -16,9 +16,9 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from cvtrain.config.schema import MAX_MASK_VALUE, DataConfig
 from cvtrain.data.image_folder import image_files
 from cvtrain.data.index import FileIndex
+from cvtrain.data.source_config import MAX_MASK_VALUE, MaskData, MaskFolderData
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.paths import dataset_root
 from cvtrain.tasks.specs import SEGMENTATION
@@ -98,13 +98,13 @@ def index_folders(
     )
 
 
-def load_index(cfg: DataConfig) -> FileIndex:
+def load_index(cfg: MaskFolderData) -> FileIndex:
     if cfg.root is None:
         raise DataError(f"data={cfg.source} needs data.root=<folder with {cfg.images_dir}/>")
     return index_configured(dataset_root(cfg.source, cfg.root), cfg)
 
 
-def index_configured(root: Path, cfg: DataConfig) -> FileIndex:
+def index_configured(root: Path, cfg: MaskFolderData) -> FileIndex:
     """The mask folder at `root` laid out and named as the data.* keys say."""
     if cfg.classes is None:
         raise ConfigError(
@@ -114,7 +114,7 @@ def index_configured(root: Path, cfg: DataConfig) -> FileIndex:
     return index_folders(root, cfg.images_dir, cfg.masks_dir, classes, (), cfg.splits_dir)
 
 
-def with_mapping(index: FileIndex, cfg: DataConfig) -> FileIndex:
+def with_mapping(index: FileIndex, cfg: MaskData) -> FileIndex:
     """`index` with the mask mapping the config sets (data.classes, data.mask_values or
     data.mask_offset, data.ignore_index) in place of the source's own."""
     classes = tuple(cfg.classes) if cfg.classes is not None else index.class_names

@@ -16,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from cvtrain.config.schema import MAX_MASK_VALUE, DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.data.augment import augment_dataset, is_enabled
 from cvtrain.data.index import IGNORED, FileIndex
+from cvtrain.data.source_config import MAX_MASK_VALUE
 from cvtrain.tasks.specs import SPECS
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -3,40 +3,69 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from cvtrain.config.schema import DataConfig
+from cvtrain.config.schema import DataConfig, choice
 from cvtrain.data.index import FileIndex, Split, sniff_image, split_index
 from cvtrain.data.mask_folder import with_mapping
+from cvtrain.data.source_config import (
+    BoxData,
+    DetectionFolderData,
+    MaskData,
+    MaskFolderData,
+    SyntheticBoxesData,
+    SyntheticPetsData,
+    SyntheticShapesData,
+)
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.registry import resolve
 from cvtrain.tasks.specs import CLASSIFICATION, DETECTION, SEGMENTATION
 
-# name -> (task, "module:function"); imported on use so one source's dependencies never slow
-# another, and the task is known before a source downloads or generates anything.
-SOURCES: dict[str, tuple[str, str]] = {
-    "oxford_pets": (SEGMENTATION, "cvtrain.data.oxford_pets:load_index"),
-    "synthetic_pets": (SEGMENTATION, "cvtrain.data.synthetic_pets:load_index"),
-    "mask_folder": (SEGMENTATION, "cvtrain.data.mask_folder:load_index"),
-    "voc": (SEGMENTATION, "cvtrain.data.voc:load_index"),
-    "image_folder": (CLASSIFICATION, "cvtrain.data.image_folder:load_index"),
-    "cats_vs_dogs": (CLASSIFICATION, "cvtrain.data.cats_vs_dogs:load_index"),
-    "oxford_pets_species": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_species"),
-    "oxford_pets_breeds": (CLASSIFICATION, "cvtrain.data.oxford_pets:load_breeds"),
-    "synthetic_shapes": (CLASSIFICATION, "cvtrain.data.synthetic_shapes:load_index"),
-    "oxford_pets_heads": (DETECTION, "cvtrain.data.oxford_pets:load_heads"),
-    "detection_folder": (DETECTION, "cvtrain.data.detection_folder:load_index"),
-    "synthetic_boxes": (DETECTION, "cvtrain.data.synthetic_boxes:load_index"),
+
+@dataclass(frozen=True)
+class Source:
+    task: str  # the task whose targets it holds, known before it downloads or generates
+    loader: str  # "module:function", imported on use: one source's dependencies never slow another
+    config: type[DataConfig] = DataConfig  # its typed settings
+
+
+SOURCES: dict[str, Source] = {
+    "oxford_pets": Source(SEGMENTATION, "cvtrain.data.oxford_pets:load_index", MaskData),
+    "synthetic_pets": Source(
+        SEGMENTATION, "cvtrain.data.synthetic_pets:load_index", SyntheticPetsData
+    ),
+    "mask_folder": Source(SEGMENTATION, "cvtrain.data.mask_folder:load_index", MaskFolderData),
+    "voc": Source(SEGMENTATION, "cvtrain.data.voc:load_index", MaskFolderData),
+    "image_folder": Source(CLASSIFICATION, "cvtrain.data.image_folder:load_index"),
+    "cats_vs_dogs": Source(CLASSIFICATION, "cvtrain.data.cats_vs_dogs:load_index"),
+    "oxford_pets_species": Source(CLASSIFICATION, "cvtrain.data.oxford_pets:load_species"),
+    "oxford_pets_breeds": Source(CLASSIFICATION, "cvtrain.data.oxford_pets:load_breeds"),
+    "synthetic_shapes": Source(
+        CLASSIFICATION, "cvtrain.data.synthetic_shapes:load_index", SyntheticShapesData
+    ),
+    "oxford_pets_heads": Source(DETECTION, "cvtrain.data.oxford_pets:load_heads", BoxData),
+    "detection_folder": Source(
+        DETECTION, "cvtrain.data.detection_folder:load_index", DetectionFolderData
+    ),
+    "synthetic_boxes": Source(
+        DETECTION, "cvtrain.data.synthetic_boxes:load_index", SyntheticBoxesData
+    ),
 }
+
+
+def config_of_source(source: str) -> type[DataConfig]:
+    """The settings class of `data.source` (config.checks types `data` with it)."""
+    choice(source, "data.source", tuple(SOURCES))
+    return SOURCES[source].config
 
 
 def check_source(source: str, task: str) -> None:
     """Raise ConfigError unless `source` exists and serves `task` (config validation and every
     load call this, so a mismatch is reported before anything is read or downloaded)."""
-    if source not in SOURCES:
-        raise ConfigError(f"data.source={source!r} is unknown; choose one of {', '.join(SOURCES)}")
-    source_task = SOURCES[source][0]
+    config_of_source(source)  # an unknown source is a one-line error
+    source_task = SOURCES[source].task
     if source_task != task:
-        choices = ", ".join(name for name, (t, _) in SOURCES.items() if t == task)
+        choices = ", ".join(name for name, s in SOURCES.items() if s.task == task)
         raise ConfigError(
             f"data={source} is a {source_task} dataset but task={task}; use one of: {choices}"
         )
@@ -44,7 +73,7 @@ def check_source(source: str, task: str) -> None:
 
 def _loader(source: str, task: str) -> Callable[[DataConfig], FileIndex]:
     check_source(source, task)
-    return resolve(SOURCES[source][1])
+    return resolve(SOURCES[source].loader)
 
 
 def load_index(cfg: DataConfig, task: str) -> tuple[FileIndex, list[str]]:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cvtrain.config.schema import DataConfig
 from cvtrain.data import detection_folder
 from cvtrain.data.box_labels import read_yolo
 from cvtrain.data.image_folder import image_files
 from cvtrain.data.index import FileIndex
+from cvtrain.data.source_config import SyntheticBoxesData
 from cvtrain.data.synthetic_pets import random_colour, wave_texture, write_once
 from cvtrain.data.synthetic_shapes import SHAPES, outline
 from cvtrain.errors import ConfigError
@@ -82,7 +82,7 @@ def generate(
     return write_once(root, params, write)
 
 
-def load_index(cfg: DataConfig) -> FileIndex:
+def load_index(cfg: SyntheticBoxesData) -> FileIndex:
     num_classes = cfg.num_classes or DEFAULT_CLASSES
     if num_classes > len(SHAPES):
         raise ConfigError(

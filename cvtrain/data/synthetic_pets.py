@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from cvtrain.config.schema import DataConfig
 from cvtrain.data import oxford_pets
 from cvtrain.data.index import FileIndex
+from cvtrain.data.source_config import SyntheticPetsData
 from cvtrain.paths import dataset_root
 
 GENERATOR_VERSION = 1
@@ -119,6 +119,6 @@ def write_once(root: Path, params: dict, write: Callable[[Path], None]) -> Path:
     return root
 
 
-def load_index(cfg: DataConfig) -> FileIndex:
+def load_index(cfg: SyntheticPetsData) -> FileIndex:
     root = dataset_root("synthetic_pets", cfg.root)
     return oxford_pets.index_root(generate(root, cfg.num_samples or DEFAULT_SAMPLES))

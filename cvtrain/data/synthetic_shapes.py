@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cvtrain.config.schema import DataConfig
 from cvtrain.data.image_folder import index_folder
 from cvtrain.data.index import FileIndex
+from cvtrain.data.source_config import SyntheticShapesData
 from cvtrain.data.synthetic_pets import random_colour, wave_texture, write_once
 from cvtrain.errors import ConfigError
 from cvtrain.paths import dataset_root
@@ -105,7 +105,7 @@ def generate(
     return write_once(root, params, write)
 
 
-def load_index(cfg: DataConfig) -> FileIndex:
+def load_index(cfg: SyntheticShapesData) -> FileIndex:
     num_classes = cfg.num_classes or DEFAULT_CLASSES
     if not 2 <= num_classes <= len(SHAPES):
         raise ConfigError(

@@ -36,10 +36,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cvtrain import rundir
-from cvtrain.config.schema import MAX_MASK_VALUE, DataConfig
+from cvtrain.config.schema import DataConfig
 from cvtrain.console import console
 from cvtrain.data.index import FileIndex, Split, sniff_image
 from cvtrain.data.mask_folder import unpaired
+from cvtrain.data.source_config import MAX_MASK_VALUE
 from cvtrain.errors import DataError
 from cvtrain.paths import data_cache_dir
 

@@ -7,16 +7,16 @@ an error that says where to get the archive and where to unpack it.
 
 from __future__ import annotations
 
-from cvtrain.config.schema import DataConfig
 from cvtrain.data import mask_folder
 from cvtrain.data.index import FileIndex
+from cvtrain.data.source_config import MaskFolderData
 from cvtrain.errors import DataError
 from cvtrain.paths import dataset_root
 
 ARCHIVE = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 
 
-def load_index(cfg: DataConfig) -> FileIndex:
+def load_index(cfg: MaskFolderData) -> FileIndex:
     root = dataset_root(cfg.source, cfg.root)
     if not (root / cfg.images_dir).is_dir() or not (root / cfg.masks_dir).is_dir():
         raise DataError(

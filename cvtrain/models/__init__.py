@@ -8,10 +8,12 @@ requested size before TensorFlow loads, and `build_model` applies the very same 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from cvtrain.config.schema import ModelConfig, choice
 from cvtrain.errors import ConfigError
+from cvtrain.models import model_config
 from cvtrain.models.anchors import SIDE_MULTIPLE
 from cvtrain.models.backbone_specs import BACKBONES, UNET_SKIPS, check_backbone
 from cvtrain.registry import resolve
@@ -20,10 +22,8 @@ from cvtrain.tasks.specs import CLASSIFICATION, DETECTION, SEGMENTATION
 if TYPE_CHECKING:
     import keras
 
-    from cvtrain.config.schema import ModelConfig
 
-
-def _divisible_by_stages(cfg: ModelConfig, size: tuple[int, int]) -> None:
+def _divisible_by_stages(cfg: model_config.StagedModel, size: tuple[int, int]) -> None:
     """Strided convolutions and transposed ones only reconstruct sizes divisible by 2^stages."""
     factor = 2 ** len(cfg.filters)
     if size[0] % factor or size[1] % factor:
@@ -34,7 +34,7 @@ def _divisible_by_stages(cfg: ModelConfig, size: tuple[int, int]) -> None:
         )
 
 
-def _at_least_one_pixel_deep(cfg: ModelConfig, size: tuple[int, int]) -> None:
+def _at_least_one_pixel_deep(cfg: model_config.StagedModel, size: tuple[int, int]) -> None:
     smallest = 2 ** len(cfg.filters)
     if min(size) < smallest:
         raise ConfigError(
@@ -43,7 +43,7 @@ def _at_least_one_pixel_deep(cfg: ModelConfig, size: tuple[int, int]) -> None:
         )
 
 
-def _backbone(cfg: ModelConfig, size: tuple[int, int]) -> None:
+def _backbone(cfg: model_config.BackboneModel, size: tuple[int, int]) -> None:
     check_backbone(cfg.backbone, size)
 
 
@@ -54,7 +54,7 @@ UNET_ENCODERS = tuple(
 )
 
 
-def _unet(cfg: ModelConfig, size: tuple[int, int]) -> None:
+def _unet(cfg: model_config.UNet, size: tuple[int, int]) -> None:
     if cfg.backbone == "none":
         if cfg.weights != "none" or cfg.freeze_backbone:  # nothing to load or freeze
             raise ConfigError(
@@ -76,7 +76,7 @@ def _unet(cfg: ModelConfig, size: tuple[int, int]) -> None:
     check_backbone(cfg.backbone, size)
 
 
-def _deeplab(cfg: ModelConfig, size: tuple[int, int]) -> None:
+def _deeplab(cfg: model_config.DeepLabV3Plus, size: tuple[int, int]) -> None:
     if len(cfg.filters) != 2:
         raise ConfigError(
             f"model=deeplabv3plus takes model.filters=[aspp_channels,low_level_channels] "
@@ -92,7 +92,7 @@ RETINANET_BACKBONES = tuple(
 )
 
 
-def _retinanet(cfg: ModelConfig, size: tuple[int, int]) -> None:
+def _retinanet(cfg: model_config.RetinaNet, size: tuple[int, int]) -> None:
     """Anchors are laid out from the image size alone (cvtrain/models/anchors.py): every side
     divisible by 32 keeps the feature maps exactly that size."""
     if size[0] % SIDE_MULTIPLE or size[1] % SIDE_MULTIPLE:
@@ -125,59 +125,55 @@ class ModelSpec:
     builder: str  # "module:function", imported on use
     task: str  # the task whose outputs it produces
     check: Callable[[ModelConfig, tuple[int, int]], None]  # raises ConfigError
-    uses: tuple[str, ...]  # the model.* keys its builder reads (besides COMMON)
+    config: type[ModelConfig]  # its typed settings, every key its builder reads
 
     @property
     def settings(self) -> tuple[str, ...]:
         """Every model.* key that shapes this model; a resumed run locks them (state.resume)."""
-        return (*COMMON, *self.uses)
+        return tuple(f.name for f in fields(self.config))
 
-
-COMMON = ("name", "bn_momentum")  # build_model sets bn_momentum on every model
-CONVNET = ("filters", "width", "dropout")
-BACKBONE = ("backbone", "weights", "freeze_backbone")
 
 MODELS: dict[str, ModelSpec] = {
     "seg_convnet": ModelSpec(
-        "cvtrain.models.seg_convnet:build", SEGMENTATION, _divisible_by_stages, CONVNET
-    ),
-    "unet": ModelSpec(
-        "cvtrain.models.unet:build",
+        "cvtrain.models.seg_convnet:build",
         SEGMENTATION,
-        _unet,
-        (*CONVNET, "separable", "residual", *BACKBONE),
+        _divisible_by_stages,
+        model_config.SegConvNet,
     ),
+    "unet": ModelSpec("cvtrain.models.unet:build", SEGMENTATION, _unet, model_config.UNet),
     "deeplabv3plus": ModelSpec(
-        "cvtrain.models.deeplabv3plus:build",
-        SEGMENTATION,
-        _deeplab,
-        (*BACKBONE, "dropout", "filters", "width", "separable", "atrous_rates"),
+        "cvtrain.models.deeplabv3plus:build", SEGMENTATION, _deeplab, model_config.DeepLabV3Plus
     ),
     "mini_xception": ModelSpec(
-        "cvtrain.models.mini_xception:build", CLASSIFICATION, _any_size, CONVNET
+        "cvtrain.models.mini_xception:build", CLASSIFICATION, _any_size, model_config.MiniXception
     ),
     "residual_convnet": ModelSpec(
-        "cvtrain.models.residual_convnet:build", CLASSIFICATION, _any_size, CONVNET
+        "cvtrain.models.residual_convnet:build",
+        CLASSIFICATION,
+        _any_size,
+        model_config.ResidualConvNet,
     ),
     "xception": ModelSpec(
         "cvtrain.models.backbone_classifier:build",
         CLASSIFICATION,
         _backbone,
-        (*BACKBONE, "dropout"),
+        model_config.BackboneClassifier,
     ),
     "retinanet": ModelSpec(
-        "cvtrain.models.retinanet:build",
-        DETECTION,
-        _retinanet,
-        (*BACKBONE, "filters", "width", "fpn_channels", "head_convs"),
+        "cvtrain.models.retinanet:build", DETECTION, _retinanet, model_config.RetinaNet
     ),
 }
 
 
+def config_of_model(name: str) -> type[ModelConfig]:
+    """The settings class of model `name` (config.load types `model` with it)."""
+    choice(name, "model.name", tuple(MODELS))
+    return MODELS[name].config
+
+
 def check_model(cfg: ModelConfig, image_size: tuple[int, ...], task: str | None = None) -> None:
     """Raise ConfigError if `cfg` cannot be built for this image size (and task)."""
-    if cfg.name not in MODELS:
-        raise ConfigError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}")
+    config_of_model(cfg.name)  # an unknown name is a one-line error
     spec = MODELS[cfg.name]
     if task is not None and spec.task != task:
         fitting = [name for name, other in MODELS.items() if other.task == task]

@@ -9,12 +9,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config.schema import ModelConfig
 from cvtrain.models.backbones import load_backbone
 from cvtrain.models.blocks import classifier_head
+from cvtrain.models.model_config import BackboneClassifier
 
 
-def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build(
+    cfg: BackboneClassifier, input_shape: tuple[int, int, int], num_classes: int
+) -> keras.Model:
     backbone = load_backbone(cfg.backbone, input_shape, cfg.weights, cfg.freeze_backbone)
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.GlobalAveragePooling2D()(backbone(inputs))

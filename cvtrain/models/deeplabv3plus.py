@@ -14,9 +14,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config.schema import ModelConfig
 from cvtrain.models.backbones import load_backbone
 from cvtrain.models.blocks import bn_relu_conv, conv_block, scaled
+from cvtrain.models.model_config import DeepLabV3Plus
 
 
 def aspp(
@@ -31,7 +31,7 @@ def aspp(
     return bn_relu_conv(layers.Concatenate()([*branches, pooled]), filters, 1)
 
 
-def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build(cfg: DeepLabV3Plus, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     filters, low_filters = scaled(cfg.filters, cfg.width)
     backbone = load_backbone(
         cfg.backbone, input_shape, cfg.weights, cfg.freeze_backbone, ("stride4", "stride16")

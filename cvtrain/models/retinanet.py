@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from cvtrain.config.schema import ModelConfig
 from cvtrain.models.anchors import PER_CELL, VARIANCE, anchor_boxes
 from cvtrain.models.backbones import load_backbone
 from cvtrain.models.blocks import conv_block, scaled
+from cvtrain.models.model_config import RetinaNet
 
 PRIOR = 0.01  # the class heads start predicting this probability everywhere (the paper's pi)
 FEATURES = ("stride8", "stride16", "stride32")
@@ -89,7 +89,7 @@ def head(outputs: int, channels: int, depth: int, bias: float, name: str) -> ker
     return keras.Sequential([keras.Input((None, None, channels)), *convs, last], name=name)
 
 
-def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build(cfg: RetinaNet, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="image")
     if cfg.backbone == "none":
         features = small_backbone(inputs, scaled(cfg.filters, cfg.width))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config.schema import ModelConfig
 from cvtrain.models.blocks import scaled
+from cvtrain.models.model_config import SegConvNet
 
 
-def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build(cfg: SegConvNet, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     filters = scaled(cfg.filters, cfg.width)
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255)(inputs)

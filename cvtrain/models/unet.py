@@ -17,10 +17,10 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cvtrain.config.schema import ModelConfig
 from cvtrain.models.backbone_specs import UNET_SKIPS
 from cvtrain.models.backbones import load_backbone
 from cvtrain.models.blocks import conv_block, scaled
+from cvtrain.models.model_config import UNet
 
 
 def crop_to(x: keras.KerasTensor, like: keras.KerasTensor) -> keras.KerasTensor:
@@ -54,7 +54,7 @@ def encode(
     return conv_block(x, 2 * filters[-1], **variant), skips
 
 
-def build(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def build(cfg: UNet, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     filters = scaled(cfg.filters, cfg.width)
     variant = {"separable": cfg.separable, "residual": cfg.residual}
     inputs = keras.Input(shape=input_shape, name="image")

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cvtrain import rundir
-from cvtrain.config.checks import check_components
-from cvtrain.config.schema import RunConfig, merge, to_dict
+from cvtrain.config.checks import load
+from cvtrain.config.schema import RunConfig, to_dict
 from cvtrain.errors import ConfigError, DataError
 from cvtrain.tasks.specs import SPECS
 
@@ -94,9 +94,7 @@ def load_run(path: Path, cfg: RunConfig, overrides: Sequence[str]) -> SavedRun:
     current = OmegaConf.create(to_dict(cfg))
     for key in [*overridden_keys(overrides), *INVOCATION]:
         OmegaConf.update(saved, key, OmegaConf.select(current, key), merge=False)
-    config = merge(saved)
-    check_components(config)
-    return SavedRun(path, config)
+    return SavedRun(path, load(saved, saved=True))
 
 
 def check_checkpoint_epoch(path: Path) -> None:

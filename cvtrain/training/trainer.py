@@ -348,12 +348,13 @@ def out_of_memory_is_one_line(cfg: RunConfig, precision: str) -> Iterator[None]:
 
 
 def out_of_memory_message(cfg: RunConfig, precision: str) -> str:
-    data = cfg.data
+    data, width = cfg.data, getattr(cfg.model, "width", None)  # models built in stages have one
+    model = f"model={cfg.model.name}" + (f", model.width={width:g}" if width else "")
     return (
         f"out of memory training with data.batch_size={data.batch_size} at data.image_size="
-        f"{list(data.image_size)} (model={cfg.model.name}, model.width={cfg.model.width:g}, "
-        f"precision {precision}); try data.batch_size={max(1, data.batch_size // 2)}, "
-        "a smaller data.image_size or model.width"
+        f"{list(data.image_size)} ({model}, precision {precision}); try data.batch_size="
+        f"{max(1, data.batch_size // 2)}, a smaller data.image_size"
+        + (" or model.width" if width else "")
         + (", or trainer.precision=mixed_float16 on a GPU" if precision == "float32" else "")
     )
 
