@@ -239,7 +239,10 @@ def test_ctrl_c_while_starting_is_one_line(pets_root, tmp_path, after_s):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=240)
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    # A shell's $? is 130 either way: the CLI exits 130, but a Ctrl-C that lands in code an
+    # extension module runs through Python's C API (PyRun_String) is marked unhandled by
+    # Python, which then ends the process by SIGINT as it exits (-2 here).
+    assert proc.returncode in (128 + signal.SIGINT, -signal.SIGINT), stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("cvtrain: stopped"), lines
 
 
