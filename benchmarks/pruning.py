@@ -59,8 +59,9 @@ def sweep(pruner: str, seed: int, trials: int, epochs: int, folder: Path) -> tup
     subprocess.run(command, check=True, cwd=folder, capture_output=True)
     seconds = time.perf_counter() - start
     results = yaml.safe_load((out / "optimization_results.yaml").read_text())
-    jobs = [compare.read_run(p) for p in sorted(compare.find_runs(out), key=lambda p: int(p.name))]
-    epochs_per_job = [len((j.path / "history.csv").read_text().splitlines()) - 1 for j in jobs]
+    curves = job_curves(out)
+    jobs = [compare.read_run(p) for p in job_dirs(out)]
+    epochs_per_job = [len(c["val_loss"]) for c in curves]
     row = {
         "pruner": pruner,
         "seed": seed,
@@ -70,15 +71,19 @@ def sweep(pruner: str, seed: int, trials: int, epochs: int, folder: Path) -> tup
         "epochs_trained": sum(epochs_per_job),
         "epochs_per_job": epochs_per_job,  # in job order
     }
-    return row, job_curves(out)
+    return row, curves
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's job run dirs in job order (0, 1, ..., not as names sort)."""
+    return sorted(compare.find_runs(sweep_dir), key=lambda p: int(p.name))
 
 
 def job_curves(sweep_dir: Path) -> list[dict]:
     """Each job's val_loss per epoch and its seconds (from its run dir's first file to its
     last), in job order: what benchmarks/pruning_replay.py replays other pruners on."""
-    jobs = sorted(compare.find_runs(sweep_dir), key=lambda p: int(p.name))
     curves = []
-    for job in jobs:
+    for job in job_dirs(sweep_dir):
         with open(job / rundir.HISTORY, newline="") as f:
             losses = [round(float(r["val_loss"]), 5) for r in csv.DictReader(f)]
         seconds = (job / rundir.METRICS).stat().st_mtime - (job / rundir.MANIFEST).stat().st_mtime
